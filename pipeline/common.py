@@ -1,0 +1,21 @@
+"""What every stage module shares: the params file and the project root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PARAMS_FILE = "params.yaml"
+
+
+def project_root() -> Path:
+    """DVC runs every stage from the project root (where dvc.yaml lives)."""
+    return Path.cwd()
+
+
+def load_params(path: Path | str = PARAMS_FILE) -> dict[str, Any]:
+    """The whole params.yaml as a dict."""
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f) or {}

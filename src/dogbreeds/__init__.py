@@ -1,0 +1,1 @@
+"""dogbreeds: recognise a dog breed from a photo."""

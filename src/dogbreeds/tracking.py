@@ -1,0 +1,138 @@
+"""The one place that configures MLflow.
+
+Default store: SQLite ``mlflow.db`` for runs and the model registry, artifacts under
+``mlruns/`` — both in the project root, which is exactly what a plain ``mlflow ui`` (or
+``mlflow server``) started there expects, so the UI shows every run with no arguments.
+``MLFLOW_TRACKING_URI`` (e.g. a shared ``mlflow server``) overrides it.
+
+Nothing happens at import time: stages call :func:`configure` (through :func:`stage_run`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+DEFAULT_EXPERIMENT = "dogbreeds"
+DB_FILE = "mlflow.db"
+ARTIFACT_DIR = "mlruns"
+
+# A tracking server that does not answer must fail in seconds, not hang for minutes
+# (MLflow's defaults retry 7 times with a 120 s timeout). Users can still raise them.
+_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+
+
+def local_tracking_uri(project_root: Path) -> str:
+    """SQLite URI of the project's own store (``<root>/mlflow.db``)."""
+    return f"sqlite:///{(Path(project_root).resolve() / DB_FILE).as_posix()}"
+
+
+def tracking_uri(project_root: Path) -> str:
+    """The tracking URI in force: ``MLFLOW_TRACKING_URI`` if set, else the project's SQLite."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or local_tracking_uri(project_root)
+
+
+def use_store(project_root: Path) -> str:
+    """Point MLflow's tracking and registry at the project's store; return the tracking URI."""
+    for key, value in _HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    uri = tracking_uri(project_root)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or uri)
+    return uri
+
+
+def configure(project_root: Path, experiment: str = DEFAULT_EXPERIMENT) -> str:
+    """Point MLflow at the project's store and select (creating if needed) the experiment.
+
+    Returns:
+        The experiment id.
+    """
+    uri = use_store(project_root)
+    existing = mlflow.get_experiment_by_name(experiment)
+    if existing is not None:
+        mlflow.set_experiment(experiment_id=existing.experiment_id)
+        return existing.experiment_id
+    artifact_location = None
+    if uri.startswith("sqlite:"):
+        # Same place `mlflow ui` would put artifacts when started in the project root.
+        artifact_location = (Path(project_root).resolve() / ARTIFACT_DIR).as_uri()
+    try:
+        experiment_id = mlflow.create_experiment(experiment, artifact_location=artifact_location)
+    except mlflow.exceptions.MlflowException:  # created concurrently by another stage
+        experiment_id = mlflow.get_experiment_by_name(experiment).experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def git_commit(project_root: Path) -> str | None:
+    """HEAD of the git repository holding ``project_root`` (None outside git)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=project_root, capture_output=True, text=True,
+            check=True, timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``; lists become their string form."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, prefix=f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def stage_tags(stage: str, project_root: Path) -> dict[str, str]:
+    """Tags every stage run carries: stage name, git commit, DVC experiment name."""
+    tags = {"dogbreeds.stage": stage}
+    commit = git_commit(project_root)
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+        tags["git_commit"] = commit
+    exp_name = os.environ.get("DVC_EXP_NAME")
+    if exp_name:
+        tags["dvc.exp_name"] = exp_name
+    return tags
+
+
+@contextlib.contextmanager
+def stage_run(
+    stage: str,
+    project_root: Path,
+    params: Mapping[str, Any] | None = None,
+    experiment: str = DEFAULT_EXPERIMENT,
+    run_name: str | None = None,
+    extra_tags: Mapping[str, str] | None = None,
+) -> Iterator[mlflow.ActiveRun]:
+    """Open the MLflow run of one pipeline stage, tagged and with its params logged."""
+    configure(project_root, experiment)
+    tags = {**stage_tags(stage, project_root), **(extra_tags or {})}
+    with mlflow.start_run(run_name=run_name or stage, tags=tags) as run:
+        if params:
+            log_params(params)
+        yield run
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    """Log (flattened) params, truncating values to MLflow's length limit."""
+    flat = {k: str(v)[:6000] for k, v in flatten(params).items()}
+    items = list(flat.items())
+    for start in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
+        mlflow.log_params(dict(items[start:start + 100]))

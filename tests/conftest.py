@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny synthetic Stanford-layout data and an isolated MLflow store."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import fakedata  # noqa: E402  (tests/ is on sys.path: pytest's rootdir conftest)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SAMPLE_DIR = SHARED / "data" / "stanford-dogs-sample"
+SHARED_WEIGHTS = SHARED / "weights" / "mobilenetv2_1.00_160_notop.weights.h5"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow(monkeypatch, tmp_path):
+    """No test writes to a real tracking server or to the repo's own mlflow.db."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+
+
+@pytest.fixture(scope="session")
+def fake_archives(tmp_path_factory) -> fakedata.FakeDataset:
+    """Three breeds × 6 JPEGs with annotations and lists.tar, packed like the real archives."""
+    return fakedata.make_archives(tmp_path_factory.mktemp("fake"), per_breed=6)
+
+
+@pytest.fixture(scope="session")
+def fake_tree(fake_archives) -> Path:
+    """The unpacked tree (Images/, Annotation/) of ``fake_archives``: treat as read-only."""
+    return fake_archives.root
+
+
+def make_project(dest: Path) -> Path:
+    """A fresh git repo holding the pipeline (code, dvc.yaml, params, profiles), for DVC tests."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
+        shutil.copy2(REPO / name, dest / name)
+    for name in ("pipeline", "src", "profiles"):
+        shutil.copytree(REPO / name, dest / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    for cmd in (["git", "init", "-q"], [dvc_bin(), "init", "-q"],
+                [dvc_bin(), "config", "core.analytics", "false"],
+                ["git", "add", "-A"], ["git", "commit", "-qm", "pipeline"]):
+        subprocess.run(cmd, cwd=dest, check=True, env=env, capture_output=True)
+    return dest
+
+
+def dvc_bin() -> str:
+    return str(Path(sys.executable).with_name("dvc"))
+
+
+def venv_env(**extra: str) -> dict[str, str]:
+    """Environment for subprocesses: the venv's bin first on PATH (`python -m pipeline.x`)."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env

@@ -1,0 +1,164 @@
+"""Tiny synthetic data in the exact Stanford Dogs layout, made by the tests.
+
+Each breed gets its own hue and stripe orientation, so a small model can learn to tell them
+apart in a few epochs (a learnable toy task), while the files keep the real layout:
+``Images/<wnid>-<Breed>/<wnid>_<n>.jpg``, ``Annotation/<wnid>-<Breed>/<wnid>_<n>`` (VOC XML),
+and ``lists.tar`` with MATLAB ``.mat`` lists written by scipy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import scipy.io
+
+BREEDS = {
+    "n02085620": "Chihuahua",
+    "n02086910": "papillon",
+    "n02099601": "golden_retriever",
+}
+
+
+@dataclass(frozen=True)
+class FakeDataset:
+    root: Path                 # folder holding Images/ and Annotation/
+    archives: Path             # folder holding images.tar, annotation.tar, lists.tar
+    breeds: dict[str, str]     # wnid -> breed
+    per_breed: int
+
+    @property
+    def n_images(self) -> int:
+        return len(self.breeds) * self.per_breed
+
+    def checksums(self) -> dict[str, str]:
+        return {p.name: sha256(p) for p in sorted(self.archives.glob("*.tar"))}
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def breed_image(class_index: int, rng: np.random.Generator, size: int = 48) -> np.ndarray:
+    """A BGR uint8 image whose hue and stripe direction identify the class."""
+    hue = (class_index * 47) % 180
+    hsv = np.zeros((size, size, 3), np.uint8)
+    hsv[..., 0] = hue
+    hsv[..., 1] = 200
+    yy, xx = np.mgrid[0:size, 0:size]
+    stripes = (xx if class_index % 2 == 0 else yy) // max(2, size // 8) % 2
+    hsv[..., 2] = np.where(stripes, 220, 90)
+    img = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR).astype(np.int16)
+    img += rng.integers(-25, 26, size=img.shape, dtype=np.int16)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def jpeg_bytes(img: np.ndarray, quality: int = 90) -> bytes:
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return buf.tobytes()
+
+
+def annotation_xml(folder: str, stem: str, width: int, height: int, breed: str,
+                   boxes: list[tuple[int, int, int, int]]) -> str:
+    objects = "".join(
+        f"<object><name>{breed}</name><pose>Unspecified</pose><truncated>0</truncated>"
+        f"<difficult>0</difficult><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin>"
+        f"<xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>"
+        for x0, y0, x1, y1 in boxes
+    )
+    return (
+        f"<annotation><folder>{folder}</folder><filename>{stem}</filename>"
+        f"<source><database>ImageNet database</database></source>"
+        f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size>"
+        f"<segment>0</segment>{objects}</annotation>"
+    )
+
+
+def make_tree(root: Path, breeds: dict[str, str] | None = None, per_breed: int = 6,
+              size: int = 48, seed: int = 0) -> dict[str, list[str]]:
+    """Write Images/ and Annotation/ under ``root``; return {folder: [relative image paths]}."""
+    breeds = breeds or BREEDS
+    rng = np.random.default_rng(seed)
+    files: dict[str, list[str]] = {}
+    for index, (wnid, breed) in enumerate(breeds.items()):
+        folder = f"{wnid}-{breed}"
+        (root / "Images" / folder).mkdir(parents=True, exist_ok=True)
+        (root / "Annotation" / folder).mkdir(parents=True, exist_ok=True)
+        files[folder] = []
+        for n in range(per_breed):
+            stem = f"{wnid}_{1000 + n}"
+            h = size + (n % 3) * 4        # a few different sizes, like real photos
+            img = cv2.resize(breed_image(index, rng, size), (size, h))
+            (root / "Images" / folder / f"{stem}.jpg").write_bytes(jpeg_bytes(img))
+            boxes = [(2, 3, size - 3, h - 2)] + ([(1, 1, 10, 12)] if n % 4 == 0 else [])
+            (root / "Annotation" / folder / stem).write_text(
+                annotation_xml(folder, stem, size, h, breed, boxes))
+            files[folder].append(f"{folder}/{stem}.jpg")
+    return files
+
+
+def _mat_bytes(files: list[str], labels: list[int]) -> bytes:
+    buf = io.BytesIO()
+    # Same structure as the official lists: (N, 1) cells, each a 1-element string array.
+    file_list = np.empty((len(files), 1), dtype=object)
+    annotation_list = np.empty((len(files), 1), dtype=object)
+    for i, f in enumerate(files):
+        file_list[i, 0] = np.array([f])
+        annotation_list[i, 0] = np.array([f[:-4]])
+    scipy.io.savemat(buf, {
+        "file_list": file_list,
+        "annotation_list": annotation_list,
+        "labels": np.array(labels, dtype=np.uint8).reshape(-1, 1),
+    })
+    return buf.getvalue()
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 1_600_000_000
+    tar.addfile(info, io.BytesIO(data))
+
+
+def make_lists_tar(path: Path, files: dict[str, list[str]], train_per_breed: int) -> None:
+    """lists.tar with file_list.mat, train_list.mat, test_list.mat (1-based labels)."""
+    all_files, all_labels, train, train_labels, test, test_labels = [], [], [], [], [], []
+    for label, folder in enumerate(sorted(files), start=1):
+        for i, f in enumerate(sorted(files[folder])):
+            all_files.append(f)
+            all_labels.append(label)
+            (train if i < train_per_breed else test).append(f)
+            (train_labels if i < train_per_breed else test_labels).append(label)
+    with tarfile.open(path, "w") as tar:
+        _add_bytes(tar, "file_list.mat", _mat_bytes(all_files, all_labels))
+        _add_bytes(tar, "train_list.mat", _mat_bytes(train, train_labels))
+        _add_bytes(tar, "test_list.mat", _mat_bytes(test, test_labels))
+
+
+def make_archives(workdir: Path, breeds: dict[str, str] | None = None, per_breed: int = 6,
+                  size: int = 48, with_lists: bool = True, with_annotation: bool = True,
+                  seed: int = 0) -> FakeDataset:
+    """Build a tree under ``workdir/tree`` and pack it into ``workdir/archives/*.tar``."""
+    breeds = breeds or BREEDS
+    tree = workdir / "tree"
+    files = make_tree(tree, breeds, per_breed, size, seed)
+    archives = workdir / "archives"
+    archives.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archives / "images.tar", "w") as tar:
+        tar.add(tree / "Images", arcname="Images")
+    if with_annotation:
+        with tarfile.open(archives / "annotation.tar", "w") as tar:
+            tar.add(tree / "Annotation", arcname="Annotation")
+    if with_lists:
+        make_lists_tar(archives / "lists.tar", files, train_per_breed=max(1, per_breed * 2 // 3))
+    return FakeDataset(root=tree, archives=archives, breeds=dict(breeds), per_breed=per_breed)
