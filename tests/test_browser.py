@@ -1,0 +1,99 @@
+"""The web demo in a real headless Chromium (Debian's /usr/bin/chromium via Playwright):
+upload a photo, read the breeds the page shows.
+
+Set ``DOGBREEDS_SCREENSHOT=path.png`` to keep a screenshot of the page after an upload
+(the docs' picture is taken against the real model with ``scripts/screenshot.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dogbreeds.predict import display_name
+from dogbreeds.web import create_app
+from tiny_registry import running_app
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+import screenshot  # noqa: E402  (scripts/screenshot.py: the same launch settings)
+
+if not Path(screenshot.CHROMIUM).exists():
+    pytest.skip(f"no Chromium at {screenshot.CHROMIUM} (apt-get install chromium)",
+                allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_registry):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", tiny_registry.tracking_uri)
+        with running_app(create_app("models:/dogbreeds@champion", refresh_seconds=None)) as url:
+            yield url
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=screenshot.CHROMIUM,
+                                    args=screenshot.CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1000, "height": 720})
+        page.set_default_timeout(60_000)
+        yield page
+        browser.close()
+
+
+def open_demo(page, url: str) -> None:
+    page.goto(url + "/", wait_until="domcontentloaded")
+    # The footer is filled from /api/health once the page has loaded.
+    sync_api.expect(page.locator("#model")).to_have_text("dogbreeds version 1 (@champion)")
+
+
+def test_upload_shows_the_ranked_breeds(page, server, tiny_registry):
+    open_demo(page, server)
+    photo = tiny_registry.photos["golden_retriever"][0]
+    page.set_input_files("#file", str(photo))
+    page.wait_for_selector("#predictions li .name")
+    names = page.locator("#predictions li .name").all_inner_texts()
+    assert names[0] == display_name("golden_retriever") == "Golden retriever"
+    assert len(names) == len(tiny_registry.classes)
+    assert page.locator("#predictions li").first.get_attribute("data-breed") == "golden_retriever"
+    assert page.locator("#status").inner_text().startswith("Most likely: Golden retriever")
+    assert page.locator("#preview").is_visible()
+    shot = os.environ.get("DOGBREEDS_SCREENSHOT")
+    if shot:
+        page.wait_for_timeout(600)  # bars' width transition
+        Path(shot).parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=shot, full_page=True)
+
+
+def test_a_bad_file_shows_an_error_and_the_next_photo_works(page, server, tiny_registry,
+                                                            tmp_path):
+    open_demo(page, server)
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not a photo at all")
+    page.set_input_files("#file", str(bad))
+    sync_api.expect(page.locator("#status")).to_have_class("error")
+    assert "not an image" in page.locator("#status").inner_text()
+    assert page.locator("#predictions li").count() == 0
+
+    page.set_input_files("#file", str(tiny_registry.photos["Chihuahua"][0]))
+    page.wait_for_selector("#predictions li .name")
+    assert page.locator("#predictions li .name").first.inner_text() == "Chihuahua"
+
+
+def test_screenshot_script(server, tiny_registry, tmp_path):
+    out = tmp_path / "docs" / "web-demo.png"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "screenshot.py"),
+         str(tiny_registry.photos["papillon"][0]), "--url", server, "--out", str(out)],
+        capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert "top breed shown: Papillon" in proc.stdout
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
