@@ -1,0 +1,76 @@
+"""Stage `tune`: keras-tuner search over the custom CNN, then retrain the best as `scratch_tuned`.
+
+Reads ``data/augmented/dataset.parquet``; writes ``models/scratch_tuned/`` (the model files of
+the shared contract plus ``best_hyperparameters.json``). keras-tuner's state lives in
+``checkpoints/tune/<project>`` (not a DVC output): rerunning after a kill resumes the
+finished trials; a changed search configuration gets a new project.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from dogbreeds import data, training, tracking, tuning
+from pipeline.common import load_params, project_root
+
+STAGE = "tune"
+
+
+def main() -> None:
+    params = load_params()
+    root = project_root()
+    base, tune, scratch = params["base"], params["tune"], params["train_scratch"]
+    seed = int(base["seed"])
+    image_size = int(scratch["image_size"])
+    batch_size = int(tune["batch_size"])
+    training.seed_everything(seed)
+
+    with tracking.stage_run(STAGE, root, params={"base": base, "tune": tune,
+                                                 "train_scratch": scratch},
+                            experiment=base["experiment"]):
+        df = pd.read_parquet(root / params["augment"]["output"] / "dataset.parquet")
+        classes = data.class_names(df)
+        train_df, val_df, _ = data.training_frames(df, use_augmented=bool(scratch["use_augmented"]))
+        train_ds = data.make_dataset(train_df, classes, image_size, batch_size, shuffle=True,
+                                     seed=seed, root=root)
+        val_ds = data.make_dataset(val_df, classes, image_size, batch_size, root=root)
+
+        space = tuning.SearchSpace.from_params(tune["search_space"])
+        fixed = {"image_size": image_size, "pooling": scratch["pooling"],
+                 "augmentation": scratch.get("online_augmentation")}
+        hypermodel = tuning.ScratchCNNHyperModel(
+            space, len(classes), image_size, pooling=fixed["pooling"],
+            augmentation=fixed["augmentation"], seed=seed)
+        project = tuning.project_name(tune["algorithm"], {
+            "search_space": tune["search_space"], "epochs": tune["epochs"],
+            "batch_size": batch_size, "seed": seed, "model": fixed, "classes": classes,
+            "data": tuning.data_fingerprint(train_df, val_df),
+        })
+        distribute = str(base.get("distribute") or "none")
+        strategy = None if distribute == "none" else training.make_strategy(distribute)
+        tuner = tuning.make_tuner(
+            tune["algorithm"], hypermodel, max_trials=int(tune["max_trials"]),
+            epochs=int(tune["epochs"]), seed=seed, directory=root / "checkpoints" / STAGE,
+            project=project, strategy=strategy)
+
+        result = tuning.run_search(tuner, train_ds, val_ds, epochs=int(tune["epochs"]))
+        record = tuning.best_hyperparameters_record(
+            result, algorithm=tune["algorithm"], project=project, fixed=fixed)
+        out_dir = root / tune["output"]
+        tuning.write_json(out_dir / "best_hyperparameters.json", record)
+        tuning.log_search(result, record)
+
+        training.seed_everything(seed)
+        model = tuning.build_best_model(tuner, strategy)
+        training.fit_and_record(
+            model, train_ds, val_ds, name="scratch_tuned", kind="scratch_tuned",
+            out_dir=out_dir, epochs=int(tune["final_epochs"]), classes=classes,
+            image_size=image_size, n_train_images=len(train_df),
+            early_stopping_patience=int(scratch["early_stopping_patience"]),
+            work_dir=root / "checkpoints" / "scratch_tuned",
+            extra_metrics={"tune_best_val_accuracy": result.best_score,
+                           "tune_trials": record["trials"]["completed"]})
+
+
+if __name__ == "__main__":
+    main()

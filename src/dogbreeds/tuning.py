@@ -1,0 +1,472 @@
+"""Hyperparameter search for the custom CNN with keras-tuner, every trial tracked in MLflow.
+
+The hypermodel declares the search space (number of conv blocks, filters per block, kernel
+size, dense units, dropout, learning rate) and builds the model with
+:func:`dogbreeds.models.build_scratch_cnn` — the same builder the untuned CNN uses, so the
+tuned model differs only by its hyperparameters.
+
+Each keras-tuner trial is one *nested* MLflow run under the stage's run (opened by
+``tracking.stage_run``): its hyperparameters as params, its per-epoch metrics with
+``step=epoch``, its status and score. keras-tuner keeps its state in a project directory
+whose name hashes the search configuration (:func:`project_name`), so a killed search
+resumes its finished trials while a changed search space starts afresh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import keras_tuner as kt
+import mlflow
+import pandas as pd
+
+from dogbreeds import models, tracking
+
+log = logging.getLogger(__name__)
+
+ALGORITHMS = ("random", "hyperband", "bayesian")
+OBJECTIVE = "val_accuracy"
+# keras-tuner's own bookkeeping values (Hyperband's bracket, round, epochs, parent trial):
+# not hyperparameters of the model.
+_TUNER_PREFIX = "tuner/"
+_RUNS_FILE = "mlflow_runs.json"
+_STACK_LINE = re.compile(r"^\s+File \"")
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b.*:")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Bounds of the CNN search (``tune.search_space`` in params.yaml).
+
+    Attributes:
+        blocks: (min, max) number of conv blocks.
+        filters: choices of filters, drawn independently for each block.
+        kernel: choices of kernel size, one for the whole network.
+        dense: choices of units of the single dense layer of the head.
+        dropout: (min, max) dropout before the classifier.
+        learning_rate: (min, max), sampled on a log scale.
+    """
+
+    blocks: tuple[int, int]
+    filters: tuple[int, ...]
+    kernel: tuple[int, ...]
+    dense: tuple[int, ...]
+    dropout: tuple[float, float]
+    learning_rate: tuple[float, float]
+
+    @classmethod
+    def from_params(cls, space: Mapping[str, Any]) -> SearchSpace:
+        """Validate and convert the params.yaml mapping.
+
+        Raises:
+            ValueError: when a key is missing or a range/choice list is not usable.
+        """
+        missing = {f for f in cls.__dataclass_fields__} - set(space)
+        if missing:
+            raise ValueError(f"tune.search_space lacks {sorted(missing)}")
+        blocks = _int_range("blocks", space["blocks"])
+        if blocks[0] < 1:
+            raise ValueError(f"tune.search_space.blocks must be >= 1, got {list(blocks)}")
+        dropout = _float_range("dropout", space["dropout"])
+        if not (0.0 <= dropout[0] and dropout[1] < 1.0):
+            raise ValueError(f"tune.search_space.dropout must lie in [0, 1), got {list(dropout)}")
+        learning_rate = _float_range("learning_rate", space["learning_rate"])
+        if learning_rate[0] <= 0.0:
+            raise ValueError("tune.search_space.learning_rate must be > 0 (log scale), "
+                             f"got {list(learning_rate)}")
+        return cls(
+            blocks=blocks,
+            filters=_choices("filters", space["filters"]),
+            kernel=_choices("kernel", space["kernel"]),
+            dense=_choices("dense", space["dense"]),
+            dropout=dropout,
+            learning_rate=learning_rate,
+        )
+
+
+def _int_range(name: str, value: Any) -> tuple[int, int]:
+    if not isinstance(value, Sequence) or len(value) != 2 or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise ValueError(f"tune.search_space.{name} must be [min, max] integers, got {value!r}")
+    low, high = value
+    if low > high:
+        raise ValueError(f"tune.search_space.{name}: min {low} > max {high}")
+    return low, high
+
+
+def _float_range(name: str, value: Any) -> tuple[float, float]:
+    if not isinstance(value, Sequence) or len(value) != 2 or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise ValueError(f"tune.search_space.{name} must be [min, max] numbers, got {value!r}")
+    low, high = float(value[0]), float(value[1])
+    if low > high:
+        raise ValueError(f"tune.search_space.{name}: min {low} > max {high}")
+    return low, high
+
+
+def _choices(name: str, value: Any) -> tuple[int, ...]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, Sequence) or not value or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+        raise ValueError(
+            f"tune.search_space.{name} must be a non-empty list of positive integers, "
+            f"got {value!r}")
+    return tuple(dict.fromkeys(value))  # unique, order kept (keras-tuner rejects duplicates)
+
+
+def _float_hp(hp: kt.HyperParameters, name: str, bounds: tuple[float, float],
+              sampling: str = "linear") -> float:
+    low, high = bounds
+    if low == high:  # a range collapsed to one value is a fixed hyperparameter
+        return hp.Fixed(name, low)
+    return hp.Float(name, low, high, sampling=sampling)
+
+
+def declare_architecture(hp: kt.HyperParameters, space: SearchSpace) -> dict[str, Any]:
+    """Declare the search space on ``hp`` and return this trial's architecture.
+
+    ``filters_<i>`` is conditional on ``blocks`` > i, so searches (Bayesian optimisation in
+    particular) don't waste effort on filters of blocks the model doesn't have.
+
+    Returns:
+        ``blocks`` (list of ``{"filters", "kernel"}``), ``dense`` (list of units),
+        ``dropout`` and ``learning_rate``: the keyword arguments of
+        :func:`dogbreeds.models.build_scratch_cnn` that the search controls.
+    """
+    low, high = space.blocks
+    n_blocks = hp.Int("blocks", low, high) if low < high else hp.Fixed("blocks", low)
+    kernel = hp.Choice("kernel", list(space.kernel))
+    filters = []
+    for i in range(high):
+        with hp.conditional_scope("blocks", list(range(i + 1, high + 1))):
+            filters.append(hp.Choice(f"filters_{i}", list(space.filters)))
+    return {
+        "blocks": [{"filters": int(f), "kernel": int(kernel)} for f in filters[:n_blocks]],
+        "dense": [int(hp.Choice("dense", list(space.dense)))],
+        "dropout": float(_float_hp(hp, "dropout", space.dropout)),
+        "learning_rate": float(_float_hp(hp, "learning_rate", space.learning_rate, "log")),
+    }
+
+
+def architecture_from_values(values: Mapping[str, Any], space: SearchSpace) -> dict[str, Any]:
+    """The architecture (see :func:`declare_architecture`) of a set of hyperparameter values."""
+    hp = kt.HyperParameters()
+    declare_architecture(hp, space)  # registers the space; values fall back to defaults
+    hp.values.update({k: v for k, v in values.items() if not k.startswith(_TUNER_PREFIX)})
+    return declare_architecture(hp, space)
+
+
+class ScratchCNNHyperModel(kt.HyperModel):
+    """Builds :func:`dogbreeds.models.build_scratch_cnn` from a trial's hyperparameters.
+
+    Everything the search does not control (input size, pooling, online augmentation, seed)
+    is fixed here, taken from the untuned CNN's settings.
+    """
+
+    def __init__(self, space: SearchSpace, num_classes: int, image_size: int, *,
+                 pooling: str = "avg", augmentation: Mapping[str, Any] | None = None,
+                 seed: int | None = None) -> None:
+        super().__init__(name="scratch_cnn", tunable=True)
+        self.space = space
+        self.num_classes = num_classes
+        self.image_size = image_size
+        self.pooling = pooling
+        self.augmentation = dict(augmentation) if augmentation else None
+        self.seed = seed
+
+    def build(self, hp: kt.HyperParameters) -> keras.Model:
+        return models.build_scratch_cnn(
+            self.num_classes, self.image_size, **declare_architecture(hp, self.space),
+            pooling=self.pooling, augmentation=self.augmentation, seed=self.seed,
+        )
+
+
+class _MlflowTrials:
+    """Tuner mixin: one nested MLflow run per trial, under the run active at search time.
+
+    keras-tuner calls ``on_trial_begin`` → ``run_trial`` (epochs reach ``on_epoch_end``
+    through its ``TunerCallback``) → ``on_trial_end`` for every trial, Hyperband's brackets
+    included, so each trial (also one continuing another's weights) gets its own run.
+    """
+
+    def on_trial_begin(self, trial) -> None:
+        super().on_trial_begin(trial)
+        run = mlflow.start_run(
+            run_name=f"trial-{trial.trial_id}", nested=True,
+            tags={"dogbreeds.stage": "tune", "keras_tuner.trial_id": str(trial.trial_id),
+                  "keras_tuner.project": self.project_name},
+        )
+        tracking.log_params(trial.hyperparameters.values)
+        runs = self.trial_runs()
+        runs[str(trial.trial_id)] = run.info.run_id
+        _write_json(Path(self.project_dir) / _RUNS_FILE, runs)
+
+    def on_epoch_end(self, trial, model, epoch, logs=None) -> None:
+        super().on_epoch_end(trial, model, epoch, logs=logs)
+        metrics = {k: float(v) for k, v in (logs or {}).items()
+                   if isinstance(v, (int, float)) or hasattr(v, "__float__")}
+        # 1-based like training.MlflowEpochLogger, so trial and training curves line up; a
+        # Hyperband trial continuing another's weights starts at its initial_epoch + 1.
+        mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)},
+                           step=epoch + 1)
+
+    def on_trial_end(self, trial) -> None:
+        try:
+            super().on_trial_end(trial)  # the oracle scores the trial (or marks it failed)
+        finally:
+            ended = self.oracle.get_trial(trial.trial_id)
+            mlflow.set_tag("keras_tuner.status", ended.status)
+            if ended.score is not None and math.isfinite(ended.score):
+                mlflow.log_metric("score", float(ended.score))
+            failed = ended.status != "COMPLETED"
+            if failed:
+                # keras-tuner only records a trial's traceback: make it visible.
+                log.warning("tuning trial %s failed:\n%s", trial.trial_id, ended.message)
+                mlflow.set_tag("error", (ended.message or "")[-5000:])
+            mlflow.end_run(status="FAILED" if failed else "FINISHED")
+
+    def trial_runs(self) -> dict[str, str]:
+        """Trial id → nested MLflow run id, for every trial of the project (resumed ones too)."""
+        path = Path(self.project_dir) / _RUNS_FILE
+        return json.loads(path.read_text()) if path.exists() else {}
+
+
+class RandomSearch(_MlflowTrials, kt.RandomSearch):
+    """keras-tuner's RandomSearch with one nested MLflow run per trial."""
+
+
+class Hyperband(_MlflowTrials, kt.Hyperband):
+    """keras-tuner's Hyperband with one nested MLflow run per trial."""
+
+
+class BayesianOptimization(_MlflowTrials, kt.BayesianOptimization):
+    """keras-tuner's BayesianOptimization with one nested MLflow run per trial."""
+
+
+def make_tuner(algorithm: str, hypermodel: kt.HyperModel, *, max_trials: int, epochs: int,
+               seed: int, directory: Path, project: str, strategy: Any = None) -> kt.Tuner:
+    """A tuner of ``algorithm`` maximising validation accuracy.
+
+    Args:
+        algorithm: ``random``, ``hyperband`` (``max_epochs=epochs``) or ``bayesian``.
+        max_trials: trial budget; caps Hyperband too (whose own budget comes from
+            ``epochs``), so ``tune.max_trials`` bounds the search whatever the algorithm.
+        directory: where keras-tuner keeps its projects (``checkpoints/tune``).
+        project: project name (see :func:`project_name`); an existing project resumes.
+        strategy: optional ``tf.distribute.Strategy`` each trial runs under.
+
+    Raises:
+        ValueError: for an unknown algorithm or a budget below one trial/epoch.
+    """
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown tune.algorithm {algorithm!r}; expected one of {ALGORITHMS}")
+    if max_trials < 1 or epochs < 1:
+        raise ValueError(f"tune.max_trials and tune.epochs must be >= 1, "
+                         f"got {max_trials} and {epochs}")
+    common = dict(
+        hypermodel=hypermodel, objective=kt.Objective(OBJECTIVE, direction="max"), seed=seed,
+        directory=str(directory), project_name=project, overwrite=False,
+        distribution_strategy=strategy,
+    )
+    if algorithm == "random":
+        return RandomSearch(max_trials=max_trials, **common)
+    if algorithm == "bayesian":
+        return BayesianOptimization(max_trials=max_trials, **common)
+    tuner = Hyperband(max_epochs=epochs, factor=3, **common)
+    tuner.oracle.max_trials = max_trials  # Oracle.create_trial stops there
+    return tuner
+
+
+def project_name(algorithm: str, config: Mapping[str, Any]) -> str:
+    """``<algorithm>-<hash>``: the same search configuration maps to the same project.
+
+    ``config`` should hold everything a finished trial's result depends on (search space,
+    epochs, batch size, seed, fixed model settings, the data), and not the trial budget,
+    so raising ``max_trials`` continues a search instead of restarting it.
+    """
+    text = json.dumps({"algorithm": algorithm, **config}, sort_keys=True, default=str)
+    return f"{algorithm}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def data_fingerprint(*frames: pd.DataFrame) -> str:
+    """Hash of the (path, breed) rows of each frame: changes when the tuning data does."""
+    h = hashlib.sha256()
+    for frame in frames:
+        rows = sorted(zip(frame["path"].astype(str), frame["breed"].astype(str)))
+        h.update(json.dumps(rows).encode())
+        h.update(b"|")
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What a search found.
+
+    Attributes:
+        best_trial_id: id of the best completed trial.
+        best_score: its best validation accuracy.
+        hyperparameters: its hyperparameter values (keras-tuner's ``tuner/*`` bookkeeping
+            left out).
+        architecture: the resulting ``build_scratch_cnn`` arguments.
+        trials: one row per trial (see :func:`trials_table`).
+    """
+
+    best_trial_id: str
+    best_score: float
+    hyperparameters: dict[str, Any]
+    architecture: dict[str, Any]
+    trials: pd.DataFrame
+
+
+def run_search(tuner: kt.Tuner, train_ds: Any, val_ds: Any, *, epochs: int,
+               verbose: int = 2) -> SearchResult:
+    """Run (or resume) the search and return its best configuration.
+
+    Must run inside an active MLflow run (the stage's): each trial becomes a nested run.
+
+    Raises:
+        RuntimeError: when no trial completed — keras-tuner swallows trial errors and would
+            otherwise end the search quietly with nothing found.
+    """
+    parent = mlflow.active_run()
+    if parent is None:
+        raise RuntimeError("run_search needs an active MLflow run (the stage's) to nest "
+                           "trial runs under")
+    try:
+        tuner.search(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose)
+    finally:
+        # An interrupted trial leaves its nested run open: close it, so the stage's
+        # `with stage_run(...)` ends the stage's run and not the trial's.
+        while (active := mlflow.active_run()) and active.info.run_id != parent.info.run_id:
+            mlflow.end_run(status="KILLED")
+    trials = trials_table(tuner)
+    completed = trials[trials["status"] == "COMPLETED"] if len(trials) else trials
+    if completed.empty:
+        messages = [t.message for t in tuner.oracle.trials.values() if t.message]
+        detail = exception_text(messages[-1]) if messages else "no trial ran"
+        raise RuntimeError(
+            f"all {len(trials)} tuning trials failed (keras-tuner project "
+            f"{tuner.project_dir}); last error:\n{detail}")
+    best = tuner.oracle.get_best_trials(1)[0]
+    values = model_hyperparameters(best.hyperparameters.values)
+    return SearchResult(
+        best_trial_id=str(best.trial_id),
+        best_score=float(best.score),
+        hyperparameters=values,
+        architecture=architecture_from_values(values, tuner.hypermodel.space),
+        trials=trials,
+    )
+
+
+def exception_text(traceback_text: str, limit: int = 1500) -> str:
+    """The exception part of a formatted traceback (from its last ``XxxError:`` line on)."""
+    lines = traceback_text.strip().splitlines()
+    starts = [i for i, line in enumerate(lines) if _EXCEPTION_LINE.match(line)]
+    # TensorFlow appends the Python stack of the failing op: keep the messages only.
+    kept = [line for line in (lines[starts[-1]:] if starts else lines[-1:])
+            if line.strip() and not _STACK_LINE.match(line)]
+    text = "\n".join(kept)
+    return text if len(text) <= limit else text[:limit] + " …"
+
+
+def model_hyperparameters(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Trial values without keras-tuner's ``tuner/*`` bookkeeping."""
+    return {k: v for k, v in values.items() if not k.startswith(_TUNER_PREFIX)}
+
+
+def trials_table(tuner: kt.Tuner) -> pd.DataFrame:
+    """One row per trial: id, status, score, best epoch, nested MLflow run, hyperparameters."""
+    runs = tuner.trial_runs() if isinstance(tuner, _MlflowTrials) else {}
+    rows = []
+    for trial_id, trial in sorted(tuner.oracle.trials.items()):
+        rows.append({
+            "trial_id": str(trial_id),
+            "status": str(trial.status),
+            "score": trial.score,
+            "best_epoch": trial.best_step,
+            "mlflow_run_id": runs.get(str(trial_id)),
+            **trial.hyperparameters.values,
+        })
+    return pd.DataFrame(rows)
+
+
+def best_hyperparameters_record(result: SearchResult, *, algorithm: str, project: str,
+                                fixed: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The content of ``best_hyperparameters.json``.
+
+    Args:
+        fixed: settings the search did not vary (image size, pooling, ...), recorded so the
+            file alone rebuilds the model.
+    """
+    statuses = result.trials["status"].value_counts().to_dict()
+    return {
+        "objective": OBJECTIVE,
+        "best_score": result.best_score,
+        "best_trial_id": result.best_trial_id,
+        "algorithm": algorithm,
+        "project": project,
+        "hyperparameters": result.hyperparameters,
+        "architecture": {**result.architecture, **dict(fixed or {})},
+        "trials": {"total": int(len(result.trials)),
+                   "completed": int(statuses.get("COMPLETED", 0)),
+                   "failed": int(len(result.trials) - statuses.get("COMPLETED", 0))},
+    }
+
+
+def log_search(result: SearchResult, record: Mapping[str, Any]) -> None:
+    """Log the search outcome to the active (stage) run: ``best.*`` params, trials table."""
+    tracking.log_params({"best": result.hyperparameters})
+    mlflow.log_metrics({
+        "tune_best_val_accuracy": result.best_score,
+        "tune_trials_completed": record["trials"]["completed"],
+        "tune_trials_failed": record["trials"]["failed"],
+    })
+    mlflow.set_tag("tune.best_trial_id", result.best_trial_id)
+    mlflow.set_tag("tune.best_run_id",
+                   str(result.trials.set_index("trial_id")["mlflow_run_id"]
+                       .get(result.best_trial_id)))
+    # JSON-safe table: keras-tuner leaves NaN/None for values of inactive hyperparameters.
+    table = result.trials.astype(object).where(result.trials.notna(), None)
+    mlflow.log_table(table, artifact_file="tune/trials.json")
+    mlflow.log_dict(dict(record), "tune/best_hyperparameters.json")
+
+
+def build_best_model(tuner: kt.Tuner, strategy: Any = None) -> keras.Model:
+    """A fresh (untrained) model with the best trial's hyperparameters.
+
+    Args:
+        strategy: optional ``tf.distribute.Strategy`` to build (and compile) the model under.
+    """
+    keras.backend.clear_session()  # drop the last trial's graph state
+    best = tuner.get_best_hyperparameters(1)[0]
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        return tuner.hypermodel.build(best)
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Write ``data`` as indented JSON, creating the folder."""
+    _write_json(path, data)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if hasattr(value, "__dataclass_fields__"):
+        return asdict(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
