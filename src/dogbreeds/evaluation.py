@@ -1,0 +1,290 @@
+"""Test-set evaluation of trained models and their comparison.
+
+Every model is scored on the same untouched test photos (``split == "test"``,
+``origin == "original"``) with the same input pipeline training used
+(:func:`dogbreeds.data.make_dataset`). The comparison keeps validation and test metrics side
+by side, but :func:`select_model` chooses on a validation metric only: the test set is
+reported, never used to choose (otherwise its accuracy would no longer be an unbiased
+estimate).
+
+Note: ImageNet-pretrained backbones have seen some Stanford Dogs test photos during
+pre-training (the dataset was built from ImageNet), which flatters their test accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    classification_report,
+    confusion_matrix,
+    log_loss,
+    precision_recall_fscore_support,
+    top_k_accuracy_score,
+)
+
+log = logging.getLogger(__name__)
+
+# Columns of the comparison table, in display order.
+COMPARISON_COLUMNS = [
+    "model", "kind", "backbone", "train_accuracy", "val_loss", "val_accuracy", "test_accuracy",
+    "test_top5_accuracy", "test_macro_f1", "test_log_loss", "params", "latency_ms",
+]
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A model directory produced by a training stage (``models/<name>/``)."""
+
+    name: str
+    path: Path
+    card: dict[str, Any]
+    train_metrics: dict[str, Any]
+
+    @property
+    def model_file(self) -> Path:
+        return self.path / "model.keras"
+
+
+@dataclass
+class Evaluation:
+    """Test-set results of one model."""
+
+    name: str
+    metrics: dict[str, float]
+    confusion: np.ndarray
+    report: pd.DataFrame
+    pairs: pd.DataFrame
+    predictions: pd.DataFrame
+    classes: list[str] = field(default_factory=list)
+
+
+def test_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """The untouched test photos of the dataset table.
+
+    Raises:
+        ValueError: when the table has no test rows.
+    """
+    origin = df["origin"] if "origin" in df.columns else pd.Series("original", index=df.index)
+    test = df[(df["split"] == "test") & (origin == "original")].reset_index(drop=True)
+    if test.empty:
+        raise ValueError("the dataset table has no test rows (split == 'test', origin == 'original')")
+    return test
+
+
+def find_models(model_dirs: dict[str, Path]) -> list[TrainedModel]:
+    """The trained models among ``{name: directory}``; missing ones are skipped with a warning.
+
+    A model counts as trained when its directory holds ``card.json`` and ``model.keras``;
+    ``metrics.json`` (training/validation numbers) is optional.
+    """
+    found = []
+    for name, path in model_dirs.items():
+        path = Path(path)
+        card_file, model_file = path / "card.json", path / "model.keras"
+        if not (card_file.is_file() and model_file.is_file()):
+            log.warning("model %r not found in %s (no card.json/model.keras): skipped", name, path)
+            continue
+        card = json.loads(card_file.read_text(encoding="utf-8"))
+        metrics_file = path / "metrics.json"
+        metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() else {}
+        found.append(TrainedModel(name=name, path=path, card=card, train_metrics=metrics))
+    return found
+
+
+def predict_dataset(model, dataset) -> tuple[np.ndarray, np.ndarray, float]:
+    """Run a Keras model over ``(images, labels)`` batches.
+
+    Returns:
+        (probabilities ``[N, C]``, labels ``[N]``, mean model latency per image in ms).
+        Latency times the forward pass only (not JPEG decoding), excluding the first batch,
+        which pays for graph tracing.
+    """
+    probs, labels, timings = [], [], []
+    for images, y in dataset:
+        start = time.perf_counter()
+        p = np.asarray(model.predict_on_batch(images))
+        timings.append((time.perf_counter() - start, len(p)))
+        probs.append(p)
+        labels.append(np.asarray(y))
+    if not probs:
+        raise ValueError("the dataset is empty")
+    timed = timings[1:] or timings
+    latency_ms = 1000.0 * sum(t for t, _ in timed) / max(1, sum(n for _, n in timed))
+    return np.concatenate(probs), np.concatenate(labels).astype(int), latency_ms
+
+
+def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """Top-1/top-5 accuracy, macro precision/recall/F1 and log loss over all classes."""
+    n_classes = probs.shape[1]
+    all_labels = list(range(n_classes))
+    predicted = probs.argmax(axis=1)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        labels, predicted, labels=all_labels, average="macro", zero_division=0)
+    # Renormalise: float32 softmax rows may sum to 1 ± 1e-7, which sklearn warns about.
+    probs64 = probs.astype(np.float64)
+    probs64 /= probs64.sum(axis=1, keepdims=True)
+    return {
+        "accuracy": float((predicted == labels).mean()),
+        # With 5 classes or fewer every label is in the top 5 (sklearn warns and says 1.0).
+        "top5_accuracy": 1.0 if n_classes <= 5 else float(
+            top_k_accuracy_score(labels, probs64, k=5, labels=all_labels)),
+        "macro_precision": float(precision),
+        "macro_recall": float(recall),
+        "macro_f1": float(f1),
+        "log_loss": float(log_loss(labels, probs64, labels=all_labels)),
+        "n_images": int(len(labels)),
+    }
+
+
+def per_class_report(labels: np.ndarray, predicted: np.ndarray, classes: Sequence[str]
+                     ) -> pd.DataFrame:
+    """Precision, recall, F1 and support per breed, plus macro and weighted averages."""
+    report = classification_report(labels, predicted, labels=list(range(len(classes))),
+                                   target_names=list(classes), output_dict=True, zero_division=0)
+    report.pop("accuracy", None)
+    frame = pd.DataFrame(report).T.rename_axis("breed").reset_index()
+    frame["support"] = frame["support"].astype(int)
+    return frame
+
+
+def confused_pairs(cm: np.ndarray, classes: Sequence[str], top: int = 20) -> pd.DataFrame:
+    """The most frequent mistakes: (actual, predicted) pairs off the diagonal.
+
+    ``rate`` is the share of the actual breed's test photos that went to ``predicted``.
+    """
+    row_totals = cm.sum(axis=1)
+    rows = [
+        {"actual": classes[i], "predicted": classes[j], "count": int(cm[i, j]),
+         "rate": float(cm[i, j] / row_totals[i]) if row_totals[i] else 0.0}
+        for i in range(len(classes)) for j in range(len(classes)) if i != j and cm[i, j] > 0
+    ]
+    frame = pd.DataFrame(rows, columns=["actual", "predicted", "count", "rate"])
+    return frame.sort_values(["count", "rate"], ascending=False, kind="stable").head(top) \
+        .reset_index(drop=True)
+
+
+def evaluate_predictions(name: str, labels: np.ndarray, probs: np.ndarray,
+                         classes: Sequence[str], paths: Sequence[str]) -> Evaluation:
+    """All test-set results of one model from its predicted probabilities."""
+    classes = list(classes)
+    predicted = probs.argmax(axis=1)
+    cm = confusion_matrix(labels, predicted, labels=list(range(len(classes))))
+    predictions = pd.DataFrame({
+        "path": list(paths),
+        "actual": [classes[i] for i in labels],
+        "predicted": [classes[i] for i in predicted],
+        "probability": probs.max(axis=1).astype(float),
+    })
+    return Evaluation(
+        name=name, metrics=classification_metrics(labels, probs), confusion=cm,
+        report=per_class_report(labels, predicted, classes), pairs=confused_pairs(cm, classes),
+        predictions=predictions, classes=classes,
+    )
+
+
+def evaluate_model(trained: TrainedModel, test_df: pd.DataFrame, batch_size: int,
+                   root: Path = Path(".")) -> Evaluation:
+    """Load a trained Keras model and score it on the test frame."""
+    import keras
+
+    from dogbreeds.data import make_dataset
+
+    classes = list(trained.card["classes"])
+    image_size = int(trained.card["image_size"])
+    model = keras.models.load_model(trained.model_file, compile=False)
+    dataset = make_dataset(test_df, classes, image_size, batch_size, shuffle=False, root=root)
+    probs, labels, latency_ms = predict_dataset(model, dataset)
+    result = evaluate_predictions(trained.name, labels, probs, classes, test_df["path"])
+    result.metrics["latency_ms"] = latency_ms
+    return result
+
+
+def write_model_report(result: Evaluation, out_dir: Path) -> dict[str, Path]:
+    """Write one model's report files; return them by kind."""
+    from dogbreeds.figures import confusion_matrix_figure
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {
+        "metrics": out_dir / "metrics.json",
+        "report": out_dir / "classification_report.csv",
+        "pairs": out_dir / "confused_pairs.csv",
+        "predictions": out_dir / "predictions.csv",
+        "confusion": out_dir / "confusion_matrix.png",
+    }
+    files["metrics"].write_text(json.dumps(result.metrics, indent=2) + "\n", encoding="utf-8")
+    result.report.to_csv(files["report"], index=False, float_format="%.4f")
+    result.pairs.to_csv(files["pairs"], index=False, float_format="%.4f")
+    result.predictions[["actual", "predicted", "path", "probability"]].to_csv(
+        files["predictions"], index=False, float_format="%.4f")
+    figure = confusion_matrix_figure(result.confusion, result.classes,
+                                     title=f"{result.name}: test confusion (row-normalised)")
+    figure.savefig(files["confusion"], dpi=100)
+    return files
+
+
+def comparison_row(trained: TrainedModel, result: Evaluation) -> dict[str, Any]:
+    """One line of the comparison table: training/validation numbers next to test ones."""
+    tm = trained.train_metrics
+    return {
+        "model": trained.name,
+        "kind": trained.card.get("kind"),
+        "backbone": trained.card.get("backbone"),
+        "train_accuracy": tm.get("train_accuracy"),
+        "val_loss": tm.get("val_loss"),
+        "val_accuracy": tm.get("val_accuracy"),
+        "test_accuracy": result.metrics["accuracy"],
+        "test_top5_accuracy": result.metrics["top5_accuracy"],
+        "test_macro_f1": result.metrics["macro_f1"],
+        "test_log_loss": result.metrics["log_loss"],
+        "params": trained.card.get("params", tm.get("params")),
+        "latency_ms": result.metrics.get("latency_ms"),
+    }
+
+
+def comparison_table(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(list(rows), columns=COMPARISON_COLUMNS)
+
+
+def select_model(table: pd.DataFrame, metric: str = "val_accuracy") -> str:
+    """Name of the best model by a *validation* metric (lower is better for a loss).
+
+    Ties keep the table's order.
+
+    Raises:
+        ValueError: for a non-validation metric, a missing column or no usable value.
+    """
+    if not metric.startswith("val_"):
+        raise ValueError(f"select_metric must be a validation metric (val_*), got {metric!r}: "
+                         "the test set is reported, never used to choose")
+    if metric not in table.columns:
+        raise ValueError(f"unknown select_metric {metric!r}; columns: {list(table.columns)}")
+    values = pd.to_numeric(table[metric], errors="coerce")
+    if values.isna().all():
+        raise ValueError(f"no model has a value for {metric!r}")
+    lower_is_better = "loss" in metric
+    best = values.idxmin() if lower_is_better else values.idxmax()
+    return str(table.loc[best, "model"])
+
+
+def markdown_table(table: pd.DataFrame, digits: int = 4) -> str:
+    """A GitHub-flavoured Markdown table (no extra dependency)."""
+    def cell(value: Any) -> str:
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return ""
+        if isinstance(value, (float, np.floating)):
+            return f"{value:.{digits}f}"
+        return str(value)
+
+    header = "| " + " | ".join(table.columns) + " |"
+    rule = "|" + "|".join("---" for _ in table.columns) + "|"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([header, rule, *body]) + "\n"

@@ -1,0 +1,301 @@
+"""The registered model: an MLflow pyfunc that takes raw photos and returns ranked breeds.
+
+Whoever serves or calls the model (``mlflow models serve``, ``dogbreeds predict``, the web
+demo) sends images as they come — encoded bytes, base64 text, or pixel arrays — and gets
+breeds back. Decoding and resizing happen in :func:`dogbreeds.preprocess.prepare_batch`, the
+same code the training pipeline uses; normalisation is a layer inside the Keras model.
+
+Design choices (why):
+
+* **Signature**: one ``image`` column of MLflow type ``string`` plus a ``top_k`` param. A
+  ``binary`` column would make the scoring server base64-decode JSON values itself, which
+  breaks ``data:image/...;base64,`` URIs; with ``string`` the server passes the text through
+  and :meth:`BreedClassifier.predict` decodes plain base64 *and* data URIs. In Python, a
+  ``string`` column still accepts object cells of any kind (``bytes``, uint8 arrays), so
+  :func:`to_frame` wraps whatever a caller has into that one column. Passing a bare numpy
+  array to ``PyFuncModel.predict`` is refused by MLflow's schema check (it cannot turn an
+  ``[H, W, 3]`` array into a DataFrame): use :func:`predict_images` or :func:`to_frame`.
+* **code_paths**: the ``dogbreeds`` package is logged with the model, so a model served in a
+  fresh process (``mlflow models serve --env-manager local``) runs the preprocessing it was
+  trained with, whatever version of the package is installed. In a process that already
+  imported ``dogbreeds`` (the CLI, the web demo) the installed package is used.
+* **pip requirements**: only what inference needs, pinned to the project's own pins.
+
+Serving request forms (``POST /invocations``, ``Content-Type: application/json``)::
+
+    {"dataframe_split": {"columns": ["image"], "data": [["<base64>"], ...]},
+     "params": {"top_k": 3}}
+    {"dataframe_records": [{"image": "data:image/jpeg;base64,<base64>"}]}
+    {"inputs": {"image": ["<base64>", ...]}}
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import importlib.metadata
+import json
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+IMAGE_COLUMN = "image"
+DEFAULT_TOP_K = 5
+KERAS_ARTIFACT = "keras_model"
+CLASSES_ARTIFACT = "classes"
+PACKAGE_DIR = Path(__file__).resolve().parent
+# What the served model imports; pins are taken from the project's own requirements.
+SERVING_PACKAGES = ("mlflow", "tensorflow-cpu", "keras", "numpy", "pandas", "h5py")
+
+_DATA_URI = re.compile(r"^data:[^,]*?;base64,", re.IGNORECASE)
+
+
+class BreedClassifier(mlflow.pyfunc.PythonModel):
+    """Raw images in, ranked breeds out (see the module docstring for accepted inputs)."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        import keras
+
+        # The models use only built-in layers (see dogbreeds.backbones): no custom objects.
+        self.model = keras.models.load_model(context.artifacts[KERAS_ARTIFACT], compile=False)
+        info = json.loads(Path(context.artifacts[CLASSES_ARTIFACT]).read_text(encoding="utf-8"))
+        self.classes: list[str] = list(info["classes"])
+        self.image_size: int = int(info["image_size"])
+
+    # `pd.DataFrame` is the one input hint MLflow neither validates nor derives a signature
+    # from (the explicit signature below rules); other input forms are accepted too.
+    def predict(self, context: Any, model_input: pd.DataFrame,
+                params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Rank the breeds of each image.
+
+        Args:
+            context: MLflow's context (unused: everything was loaded in ``load_context``).
+            model_input: a DataFrame with an ``image`` column (else its first column) or a
+                list of images, a single image, or a uint8 batch ``[N, H, W, C]``. An image
+                is encoded bytes (JPEG, PNG, ...), base64 text (optionally a ``data:`` URI)
+                or a uint8 array ``[H, W]`` / ``[H, W, 1|3|4]``.
+            params: ``{"top_k": int}`` (default 5, capped at the number of classes).
+
+        Returns:
+            One row per image: ``breed`` (top-1), ``probability``, ``top_k`` (list of
+            ``{"breed", "probability"}``, most likely first).
+
+        Raises:
+            ValueError: an image cannot be decoded (the message names its index) or
+                ``top_k`` is not a positive integer.
+        """
+        top_k = _top_k(params)
+        batch = self.preprocess(image_items(model_input))
+        if len(batch) == 0:
+            return pd.DataFrame({"breed": [], "probability": [], "top_k": []})
+        probabilities = np.asarray(self.model.predict(batch, verbose=0, batch_size=32))
+        return rank(probabilities, self.classes, top_k)
+
+    def preprocess(self, items: list[bytes | np.ndarray]) -> np.ndarray:
+        """Decode + resize every image (via :func:`prepare_batch`), naming a bad one."""
+        from dogbreeds.preprocess import prepare_batch
+
+        prepared = []
+        for index, item in enumerate(items):
+            try:
+                prepared.append(prepare_batch([item], self.image_size))
+            except Exception as exc:  # TF raises InvalidArgumentError for undecodable bytes
+                raise ValueError(f"image {index}: cannot decode ({_short(exc)})") from exc
+        if not prepared:
+            return np.zeros((0, self.image_size, self.image_size, 3), np.float32)
+        return np.concatenate(prepared, axis=0)
+
+
+def _short(exc: Exception) -> str:
+    """TF's error text without its op/device decorations."""
+    text = re.sub(r"\{\{.*?\}\}|\[Op:.*$", "", str(exc), flags=re.S).strip()
+    return (text or type(exc).__name__)[:200]
+
+
+def _top_k(params: Mapping[str, Any] | None) -> int:
+    value = (params or {}).get("top_k", DEFAULT_TOP_K)
+    try:
+        top_k = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"top_k must be a positive integer, got {value!r}") from None
+    if top_k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {value!r}")
+    return top_k
+
+
+def rank(probabilities: np.ndarray, classes: Sequence[str], top_k: int) -> pd.DataFrame:
+    """Softmax rows → the prediction frame (``breed``, ``probability``, ``top_k``)."""
+    k = min(top_k, len(classes))
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    ranked = [
+        [{"breed": classes[j], "probability": float(row[j])} for j in idx]
+        for row, idx in zip(probabilities, order)
+    ]
+    return pd.DataFrame({
+        "breed": [r[0]["breed"] for r in ranked],
+        "probability": [r[0]["probability"] for r in ranked],
+        "top_k": ranked,
+    })
+
+
+def image_items(model_input: Any) -> list[bytes | np.ndarray]:
+    """Any accepted input → a list of images, each encoded bytes or a uint8 array."""
+    if isinstance(model_input, pd.DataFrame):
+        column = IMAGE_COLUMN if IMAGE_COLUMN in model_input.columns else model_input.columns[0]
+        cells = list(model_input[column])
+    elif isinstance(model_input, pd.Series):
+        cells = list(model_input)
+    elif isinstance(model_input, Mapping):
+        value = model_input.get(IMAGE_COLUMN, next(iter(model_input.values()), []))
+        cells = list(value) if isinstance(value, (list, tuple, np.ndarray)) and not _is_pixels(value) else [value]
+    elif isinstance(model_input, np.ndarray) and model_input.dtype != object:
+        cells = list(model_input) if model_input.ndim == 4 else [model_input]
+    elif isinstance(model_input, (bytes, bytearray, str)):
+        cells = [model_input]
+    elif isinstance(model_input, (list, tuple, np.ndarray)):
+        cells = list(model_input)
+    else:
+        raise ValueError(f"unsupported input type {type(model_input).__name__}")
+    return [_image_item(index, cell) for index, cell in enumerate(cells)]
+
+
+def _is_pixels(value: Any) -> bool:
+    return isinstance(value, np.ndarray) and value.dtype != object and value.ndim in (2, 3)
+
+
+def _image_item(index: int, cell: Any) -> bytes | np.ndarray:
+    if isinstance(cell, (bytes, bytearray, memoryview)):
+        return bytes(cell)
+    if isinstance(cell, str):
+        return decode_base64(cell, index)
+    if isinstance(cell, (np.ndarray, list)):
+        # Nested lists arrive from JSON ("inputs" with pixel arrays).
+        return np.asarray(cell)
+    raise ValueError(f"image {index}: cannot decode (unsupported value of type {type(cell).__name__})")
+
+
+def decode_base64(text: str, index: int = 0) -> bytes:
+    """Base64 text, optionally a ``data:image/...;base64,`` URI → bytes."""
+    payload = "".join(_DATA_URI.sub("", text.strip(), count=1).split())
+    try:
+        return base64.b64decode(payload + "=" * (-len(payload) % 4), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"image {index}: cannot decode (not valid base64: {exc})") from exc
+
+
+def to_frame(images: Any) -> pd.DataFrame:
+    """Wrap images (anything :meth:`BreedClassifier.predict` accepts) in the signature's frame.
+
+    Use it before ``PyFuncModel.predict``, whose schema check only takes DataFrames: each cell
+    of the ``image`` column holds one image (bytes, base64 text or a uint8 array).
+    """
+    if isinstance(images, pd.DataFrame):
+        return images
+    cells = image_items(images)
+    frame = pd.DataFrame({IMAGE_COLUMN: pd.Series([None] * len(cells), dtype=object)})
+    for i, cell in enumerate(cells):
+        frame.at[i, IMAGE_COLUMN] = cell  # .at keeps an ndarray cell whole
+    return frame
+
+
+def predict_images(model: mlflow.pyfunc.PyFuncModel, images: Any, top_k: int = DEFAULT_TOP_K
+                   ) -> pd.DataFrame:
+    """Run a loaded classifier on images of any accepted form; one row per image."""
+    return model.predict(to_frame(images), params={"top_k": int(top_k)})
+
+
+def signature() -> ModelSignature:
+    """Input: one ``image`` string column (base64 over JSON; bytes/arrays in Python)."""
+    return ModelSignature(
+        inputs=Schema([ColSpec("string", IMAGE_COLUMN)]),
+        params=ParamSchema([ParamSpec("top_k", "long", DEFAULT_TOP_K)]),
+    )
+
+
+def pip_requirements() -> list[str]:
+    """Pinned requirements for inference, from the project's pins (else installed versions)."""
+    pins: dict[str, str] = {}
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        for req in importlib.metadata.requires("dogbreeds") or []:
+            match = re.match(r"^([A-Za-z0-9_.\-]+)\s*==\s*([^;\s]+)", req)
+            if match:
+                pins[match.group(1).lower()] = match.group(2)
+    reqs = []
+    for name in SERVING_PACKAGES:
+        version = pins.get(name)
+        if version is None:
+            with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+                version = importlib.metadata.version(name)
+        reqs.append(f"{name}=={version}" if version else name)
+    return reqs
+
+
+def example_jpeg(size: int = 32) -> bytes:
+    """A small JPEG (a colour gradient) used as input example when none is given."""
+    import tensorflow as tf
+
+    yy, xx = np.mgrid[0:size, 0:size]
+    image = np.stack([xx * 255 // max(1, size - 1), yy * 255 // max(1, size - 1),
+                      np.full_like(xx, 128)], axis=-1).astype(np.uint8)
+    return tf.io.encode_jpeg(image, quality=90).numpy()
+
+
+def log_classifier(
+    keras_model_path: Path,
+    classes: list[str],
+    image_size: int,
+    *,
+    name: str = "classifier",
+    registered_model_name: str | None = None,
+    metadata: dict | None = None,
+    example_image: bytes | None = None,
+) -> mlflow.models.model.ModelInfo:
+    """Log the Keras model as a :class:`BreedClassifier` pyfunc (and optionally register it).
+
+    Logs into the active run, or into a new run when none is active.
+
+    Args:
+        keras_model_path: the ``model.keras`` file.
+        classes: class names in label order.
+        image_size: side of the square model input.
+        name: name of the logged model inside the run.
+        registered_model_name: also register a new version under this name.
+        metadata: stored in the MLmodel file (e.g. kind, backbone, metrics).
+        example_image: encoded bytes of a real photo for the input example (a small
+            synthetic JPEG when omitted).
+    """
+    keras_model_path = Path(keras_model_path)
+    if not keras_model_path.is_file():
+        raise FileNotFoundError(f"no Keras model at {keras_model_path}")
+    example = base64.b64encode(example_image or example_jpeg()).decode("ascii")
+    with tempfile.TemporaryDirectory() as tmp:
+        classes_file = Path(tmp) / "classes.json"
+        classes_file.write_text(json.dumps({"classes": list(classes), "image_size": int(image_size)}),
+                                encoding="utf-8")
+        run_ctx = contextlib.nullcontext() if mlflow.active_run() else mlflow.start_run()
+        with run_ctx:
+            return mlflow.pyfunc.log_model(
+                name=name,
+                python_model=BreedClassifier(),
+                artifacts={KERAS_ARTIFACT: str(keras_model_path), CLASSES_ARTIFACT: str(classes_file)},
+                code_paths=[str(PACKAGE_DIR)],
+                signature=signature(),
+                input_example=pd.DataFrame({IMAGE_COLUMN: [example]}),
+                pip_requirements=pip_requirements(),
+                registered_model_name=registered_model_name,
+                metadata={"classes": list(classes), "image_size": int(image_size), **(metadata or {})},
+            )
+
+
+def load_classifier(model_uri: str) -> mlflow.pyfunc.PyFuncModel:
+    """Load a logged/registered classifier (e.g. ``models:/dogbreeds@champion``)."""
+    return mlflow.pyfunc.load_model(model_uri)

@@ -1,0 +1,307 @@
+"""The model registry: register the selected model and decide who is ``champion``.
+
+Every evaluation registers a new version of ``registry.model_name`` (versions are never
+deleted or overwritten). The ``champion`` alias — what ``models:/<name>@champion`` serves —
+moves to the new version only when its test accuracy beats the champion's by at least
+``min_improvement`` *on the same test data*; otherwise the new version becomes
+``challenger``. The first version is champion.
+
+"Same test data" is decided by :func:`test_data_hash`, a hash of the test photos themselves
+(path, breed and the bytes of every file). A version records it as a tag; when the
+champion's hash differs from today's (other breeds, another split, changed images) the
+champion is re-evaluated on today's test split through its registered pyfunc instead of
+comparing numbers measured on different data. For traceability every version also carries
+the git commit and the DVC data hashes from ``dvc.lock`` (the ``augment`` stage's output:
+the table and images every model trains and is tested on; plus ``data/raw``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+import yaml
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+TAG_TEST_ACCURACY = "test_accuracy"
+TAG_TEST_HASH = "test_data_hash"
+_EPS = 1e-12  # float noise in "gain >= min_improvement"
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    """What happened to a newly registered version."""
+
+    model_name: str
+    version: str
+    alias: str                      # champion | challenger
+    promoted: bool
+    reason: str
+    new_score: float
+    champion_version: str | None    # the champion before this decision
+    champion_score: float | None    # its test accuracy on the current test data
+    champion_reevaluated: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def decide_promotion(new_score: float, champion_score: float | None,
+                     min_improvement: float) -> tuple[bool, str]:
+    """Should the new model become champion?
+
+    Promote when there is no champion, or when the new score beats the champion's by at
+    least ``min_improvement`` (and by more than zero: a tie never replaces the champion).
+
+    Returns:
+        (promote, a one-line human-readable reason).
+    """
+    if champion_score is None:
+        return True, f"first model: no champion yet (test accuracy {new_score:.4f})"
+    gain = new_score - champion_score
+    if gain > _EPS and gain >= min_improvement - _EPS:
+        return True, (f"test accuracy {new_score:.4f} beats champion's {champion_score:.4f} "
+                      f"by {gain:+.4f} (>= {min_improvement})")
+    return False, (f"test accuracy {new_score:.4f} vs champion's {champion_score:.4f} "
+                   f"({gain:+.4f}): not better by at least {min_improvement}")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def test_data_hash(test_df: pd.DataFrame, root: Path = Path(".")) -> str:
+    """A hash of the test set's content: every photo's path, breed and bytes (order-free)."""
+    lines = sorted(
+        f"{path}\t{breed}\t{file_sha256(Path(root) / path)}"
+        for path, breed in zip(test_df["path"], test_df["breed"])
+    )
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+
+
+def dvc_out_md5(lock_file: Path, stage: str, out_path: str | None = None) -> str | None:
+    """The md5 DVC recorded in ``dvc.lock`` for a stage's output (None when unknown).
+
+    Args:
+        lock_file: ``dvc.lock``.
+        stage: stage name (e.g. ``augment``, ``download``).
+        out_path: which output of the stage; its first output when omitted.
+    """
+    try:
+        lock = yaml.safe_load(Path(lock_file).read_text(encoding="utf-8")) or {}
+    except OSError:
+        return None
+    outs = (lock.get("stages", {}).get(stage) or {}).get("outs") or []
+    for out in outs:
+        if out_path is None or Path(out["path"]) == Path(out_path):
+            return out.get("md5")
+    return None
+
+
+def data_version_tags(lock_file: Path, augment_out: str | None = None,
+                      raw_out: str | None = None) -> dict[str, str]:
+    """DVC data hashes that trace a version back to its data (present ones only)."""
+    tags = {
+        "data.augment_md5": dvc_out_md5(lock_file, "augment", augment_out),
+        "data.raw_md5": dvc_out_md5(lock_file, "download", raw_out),
+    }
+    return {k: v for k, v in tags.items() if v}
+
+
+def version_tags(card: Mapping[str, Any], metrics: Mapping[str, Any]) -> dict[str, str]:
+    """Tags of a new version: kind/backbone and flat metrics (as strings, as MLflow stores)."""
+    tags = {"kind": card.get("kind"), "backbone": card.get("backbone") or "",
+            "model": card.get("name"), "training_run_id": card.get("mlflow_run_id") or "",
+            "image_size": card.get("image_size"), "n_classes": len(card.get("classes", []))}
+    tags.update(metrics)
+    return {k: str(v) for k, v in tags.items() if v is not None}
+
+
+def version_with_alias(client: MlflowClient, name: str, alias: str = CHAMPION):
+    """The version holding ``alias`` (champion), or None (also when the model is new)."""
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def pyfunc_accuracy(model_uri: str, test_df: pd.DataFrame, root: Path = Path("."),
+                    batch_size: int = 64) -> float:
+    """Top-1 accuracy of a registered classifier (pyfunc) on a test frame.
+
+    Breed *names* are compared, so a champion trained on another class list is scored fairly
+    (a breed it never learned counts as a miss).
+    """
+    from dogbreeds.pyfunc import load_classifier, predict_images
+
+    model = load_classifier(model_uri)
+    correct = 0
+    paths, breeds = list(test_df["path"]), list(test_df["breed"])
+    for start in range(0, len(paths), batch_size):
+        images = [(Path(root) / p).read_bytes() for p in paths[start:start + batch_size]]
+        predicted = predict_images(model, images, top_k=1)["breed"]
+        correct += sum(p == b for p, b in zip(predicted, breeds[start:start + batch_size]))
+    return correct / max(1, len(paths))
+
+
+def promote_new_version(client: MlflowClient, name: str, version: str, new_score: float,
+                        test_hash: str, min_improvement: float,
+                        reevaluate: Callable[[str], float]) -> PromotionDecision:
+    """Compare a freshly registered version with the champion and set its alias.
+
+    Args:
+        reevaluate: scores a model URI on the current test data; called only when the
+            champion's recorded test-data hash differs from ``test_hash``.
+    """
+    champion = version_with_alias(client, name)
+    champion_score, reevaluated = None, False
+    if champion is not None and str(champion.version) == str(version):
+        champion = None  # cannot happen for a new version; guards manual calls
+    if champion is not None:
+        recorded = champion.tags.get(TAG_TEST_HASH)
+        if recorded == test_hash and TAG_TEST_ACCURACY in champion.tags:
+            champion_score = float(champion.tags[TAG_TEST_ACCURACY])
+        else:
+            champion_score = float(reevaluate(f"models:/{name}@{CHAMPION}"))
+            reevaluated = True
+    promote, reason = decide_promotion(new_score, champion_score, min_improvement)
+    if reevaluated:
+        reason += " (champion re-evaluated on the current test data)"
+    alias = CHAMPION if promote else CHALLENGER
+    client.set_registered_model_alias(name, alias, str(version))
+    client.set_model_version_tag(name, str(version), "promotion", reason)
+    return PromotionDecision(
+        model_name=name, version=str(version), alias=alias, promoted=promote, reason=reason,
+        new_score=float(new_score),
+        champion_version=None if champion is None else str(champion.version),
+        champion_score=champion_score, champion_reevaluated=reevaluated,
+    )
+
+
+def register_and_promote(
+    keras_model_path: Path,
+    card: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    *,
+    model_name: str,
+    min_improvement: float,
+    test_df: pd.DataFrame,
+    root: Path = Path("."),
+    extra_tags: Mapping[str, str] | None = None,
+    example_image: bytes | None = None,
+) -> PromotionDecision:
+    """Log the model as the pyfunc (inside the active run), register it, tag it, promote it.
+
+    Args:
+        card: the model's ``card.json``.
+        metrics: flat validation/test metrics; must hold ``test_accuracy``.
+        test_df: the current test frame (paths relative to ``root``).
+        extra_tags: more version tags (git commit, DVC data hashes, evaluation run id).
+    """
+    from dogbreeds.pyfunc import log_classifier
+
+    client = MlflowClient()
+    test_hash = test_data_hash(test_df, root)
+    info = log_classifier(
+        Path(keras_model_path), list(card["classes"]), int(card["image_size"]),
+        registered_model_name=model_name, example_image=example_image,
+        metadata={"kind": card.get("kind"), "backbone": card.get("backbone"),
+                  "source_model": card.get("name")},
+    )
+    version = str(info.registered_model_version)
+    tags = {**version_tags(card, metrics), TAG_TEST_HASH: test_hash, **(extra_tags or {})}
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version, key, str(value))
+    return promote_new_version(
+        client, model_name, version, float(metrics[TAG_TEST_ACCURACY]), test_hash,
+        min_improvement, reevaluate=lambda uri: pyfunc_accuracy(uri, test_df, root),
+    )
+
+
+# --- the `dogbreeds promote` / `dogbreeds models` commands ------------------------------------
+
+def _client() -> MlflowClient:
+    from dogbreeds.tracking import use_store
+
+    use_store(Path.cwd())  # MLFLOW_TRACKING_URI wins when set
+    return MlflowClient()
+
+
+def cli_promote(name: str, version: str | int, alias: str = CHAMPION) -> int:
+    """Point ``alias`` at ``version`` (manual promotion or rollback). Returns an exit code."""
+    client = _client()
+    try:
+        client.get_model_version(name, str(version))
+    except MlflowException:
+        print(f"error: model {name!r} has no version {version}", file=sys.stderr)
+        return 1
+    holder = version_with_alias(client, name, alias)
+    previous = None if holder is None else str(holder.version)
+    client.set_registered_model_alias(name, alias, str(version))
+    was = f" (was version {previous})" if previous else ""
+    print(f"{name}@{alias} -> version {version}{was}")
+    return 0
+
+
+def versions_table(client: MlflowClient, name: str) -> pd.DataFrame:
+    """One row per registered version, newest first."""
+    versions = client.search_model_versions(f"name='{name}'")
+    # search results do not carry aliases: read them from the registered model.
+    by_version: dict[str, list[str]] = {}
+    for alias, version in (client.get_registered_model(name).aliases or {}).items():
+        by_version.setdefault(str(version), []).append(alias)
+    rows = []
+    for v in versions:
+        tags = v.tags or {}
+        kind = tags.get("kind", "")
+        backbone = tags.get("backbone", "")
+        rows.append({
+            "version": int(v.version),
+            "aliases": ",".join(sorted(by_version.get(str(v.version), []))),
+            "model": f"{kind}/{backbone}" if backbone else kind,
+            "val_acc": _fmt(tags.get("val_accuracy")),
+            "test_acc": _fmt(tags.get(TAG_TEST_ACCURACY)),
+            "created": datetime.fromtimestamp(v.creation_timestamp / 1000, timezone.utc)
+            .strftime("%Y-%m-%d %H:%M"),
+            "run_id": v.run_id or "",
+        })
+    columns = ["version", "aliases", "model", "val_acc", "test_acc", "created", "run_id"]
+    return pd.DataFrame(rows, columns=columns).sort_values("version", ascending=False) \
+        .reset_index(drop=True)
+
+
+def _fmt(value: str | None) -> str:
+    try:
+        return f"{float(value):.4f}"
+    except (TypeError, ValueError):
+        return ""
+
+
+def cli_models(name: str) -> int:
+    """Print the registered versions of ``name``. Returns an exit code."""
+    client = _client()
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        print(f"error: no registered model {name!r} in {mlflow.get_tracking_uri()}", file=sys.stderr)
+        return 1
+    table = versions_table(client, name)
+    if table.empty:
+        print(f"{name}: no versions")
+        return 0
+    print(table.to_string(index=False))
+    return 0

@@ -1,0 +1,164 @@
+"""Registration and promotion rules, against a real MLflow registry on SQLite in tmp_path."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+import tiny_models as tm
+from dogbreeds import registry, tracking
+
+NAME = "dogbreeds-test"
+
+
+# --- the pure decision ---------------------------------------------------------------------
+
+def test_first_model_is_champion():
+    promote, reason = registry.decide_promotion(0.4, None, 0.005)
+    assert promote and "first model" in reason
+
+
+@pytest.mark.parametrize("new, old, gain, expected", [
+    (0.80, 0.70, 0.005, True),     # clearly better
+    (0.800, 0.795, 0.005, True),   # better by exactly the threshold
+    (0.799, 0.795, 0.005, False),  # better, but not by enough
+    (0.70, 0.70, 0.0, False),      # a tie never replaces the champion
+    (0.60, 0.70, 0.0, False),      # worse
+])
+def test_decide_promotion_threshold(new, old, gain, expected):
+    promote, reason = registry.decide_promotion(new, old, gain)
+    assert promote is expected
+    assert f"{new:.4f}" in reason and f"{old:.4f}" in reason
+
+
+# --- promotion against the registry -------------------------------------------------------
+
+@pytest.fixture
+def client(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tracking.configure(tmp_path, "registry-test")
+    c = MlflowClient()
+    c.create_registered_model(NAME)
+    return c
+
+
+def new_version(client: MlflowClient, test_accuracy: float, test_hash: str = "h1") -> str:
+    """A registered version (the registry only needs a source) with the tags evaluate sets."""
+    v = client.create_model_version(NAME, source="file:///nowhere")
+    client.set_model_version_tag(NAME, v.version, registry.TAG_TEST_ACCURACY, str(test_accuracy))
+    client.set_model_version_tag(NAME, v.version, registry.TAG_TEST_HASH, test_hash)
+    return str(v.version)
+
+
+def promote(client, version, score, test_hash="h1", reevaluate=None):
+    calls = []
+
+    def scorer(uri):
+        calls.append(uri)
+        return reevaluate
+
+    decision = registry.promote_new_version(client, NAME, version, score, test_hash, 0.005, scorer)
+    return decision, calls
+
+
+def aliases(client) -> dict[str, str]:
+    return {k: str(v) for k, v in client.get_registered_model(NAME).aliases.items()}
+
+
+def test_better_model_takes_champion_worse_or_equal_is_challenger(client):
+    d1, _ = promote(client, new_version(client, 0.70), 0.70)
+    assert d1.promoted and d1.alias == "champion" and d1.champion_version is None
+    d2, _ = promote(client, new_version(client, 0.80), 0.80)
+    assert d2.promoted and d2.champion_version == "1" and d2.champion_score == pytest.approx(0.70)
+    d3, _ = promote(client, new_version(client, 0.80), 0.80)  # equal: stays challenger
+    d4, _ = promote(client, new_version(client, 0.60), 0.60)
+    assert not d3.promoted and not d4.promoted and "not better" in d4.reason
+    assert aliases(client) == {"champion": "2", "challenger": "4"}
+    versions = client.search_model_versions(f"name='{NAME}'")
+    assert sorted(int(v.version) for v in versions) == [1, 2, 3, 4]  # nothing deleted
+    assert client.get_model_version(NAME, "3").tags["promotion"] == d3.reason
+
+
+def test_champion_on_other_test_data_is_reevaluated(client):
+    promote(client, new_version(client, 0.95, test_hash="old-data"), 0.95)
+    # Recorded 0.95 was measured on other data; on today's data the champion scores 0.50.
+    decision, calls = promote(client, new_version(client, 0.60, "new-data"), 0.60,
+                              test_hash="new-data", reevaluate=0.50)
+    assert calls == [f"models:/{NAME}@champion"]
+    assert decision.promoted and decision.champion_reevaluated
+    assert decision.champion_score == pytest.approx(0.50) and "re-evaluated" in decision.reason
+    # Same data: the recorded number is used, nothing is re-run.
+    decision, calls = promote(client, new_version(client, 0.603, "new-data"), 0.603,
+                              test_hash="new-data", reevaluate=0.0)
+    assert calls == [] and not decision.promoted
+
+
+def test_manual_promote_rollback_and_models_table(client, capsys):
+    for score in (0.5, 0.7):
+        promote(client, new_version(client, score), score)
+    assert aliases(client)["champion"] == "2"
+    assert registry.cli_promote(NAME, "1") == 0  # rollback
+    assert aliases(client)["champion"] == "1"
+    assert "version 1 (was version 2)" in capsys.readouterr().out
+    assert registry.cli_promote(NAME, "99") == 1
+    assert "no version 99" in capsys.readouterr().err
+    assert aliases(client)["champion"] == "1"
+    assert registry.cli_models(NAME) == 0
+    table = capsys.readouterr().out
+    assert "champion" in table and "0.7000" in table and "version" in table
+    assert registry.cli_models("no-such-model") == 1
+
+
+def test_dvc_lock_hashes(tmp_path):
+    lock = tmp_path / "dvc.lock"
+    lock.write_text(
+        "schema: '2.0'\nstages:\n"
+        "  augment:\n    cmd: x\n    outs:\n    - path: data/augmented\n      md5: abc.dir\n"
+        "  download:\n    cmd: y\n    outs:\n    - path: data/raw\n      md5: def.dir\n")
+    assert registry.data_version_tags(lock, "data/augmented", "data/raw") == {
+        "data.augment_md5": "abc.dir", "data.raw_md5": "def.dir"}
+    assert registry.dvc_out_md5(lock, "augment", "other") is None
+    assert registry.data_version_tags(tmp_path / "missing.lock") == {}
+
+
+def test_test_data_hash_follows_content_not_order(tmp_path):
+    df = tm.write_dataset(tmp_path, per_breed=2)
+    h = registry.test_data_hash(df, tmp_path)
+    assert registry.test_data_hash(df.iloc[::-1], tmp_path) == h
+    (tmp_path / df["path"][0]).write_bytes(tm.breed_jpeg("papillon", seed=99))
+    assert registry.test_data_hash(df, tmp_path) != h
+    assert registry.test_data_hash(df.iloc[1:], tmp_path) != h
+
+
+# --- end to end: the real pyfunc is logged, registered and re-evaluated ---------------------
+
+def test_register_and_promote_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tracking.configure(tmp_path, "registry-e2e")
+    keras_file = tmp_path / "model.keras"
+    tm.train_tiny_model(keras_file, epochs=40)
+    test_df = tm.write_dataset(tmp_path, per_breed=3)
+    card = {"name": "scratch", "kind": "scratch", "backbone": None, "classes": tm.CLASSES,
+            "image_size": tm.SIZE, "mlflow_run_id": "r1"}
+
+    import mlflow
+
+    with mlflow.start_run():
+        first = registry.register_and_promote(
+            keras_file, card, {"val_accuracy": 0.9, "test_accuracy": 1.0}, model_name=NAME,
+            min_improvement=0.005, test_df=test_df, root=tmp_path, extra_tags={"git_commit": "abc"})
+    assert first.alias == "champion" and first.version == "1"
+    tags = MlflowClient().get_model_version(NAME, "1").tags
+    assert tags["kind"] == "scratch" and tags["git_commit"] == "abc"
+    assert tags["test_data_hash"] == registry.test_data_hash(test_df, tmp_path)
+
+    # Other test data (one photo fewer): the champion is re-scored through its pyfunc.
+    smaller = test_df.iloc[1:].reset_index(drop=True)
+    with mlflow.start_run():
+        second = registry.register_and_promote(
+            keras_file, card, {"val_accuracy": 0.9, "test_accuracy": 1.0}, model_name=NAME,
+            min_improvement=0.005, test_df=smaller, root=tmp_path)
+    assert second.champion_reevaluated and second.champion_score == pytest.approx(1.0)
+    assert second.alias == "challenger" and not second.promoted
+    assert registry.pyfunc_accuracy(f"models:/{NAME}/2", pd.DataFrame(smaller), tmp_path) == 1.0

@@ -1,0 +1,109 @@
+"""Smoke test of the real serving stack: `mlflow models serve` on a registered tiny model."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+
+import tiny_models as tm
+from conftest import venv_env
+from dogbreeds import pyfunc, tracking
+
+pytestmark = pytest.mark.slow
+NAME = "dogbreeds-serve-test"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(url: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(url, json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    keras_file = root / "model.keras"
+    tm.train_tiny_model(keras_file)
+    tracking.configure(root, "serve-test")
+    with mlflow.start_run():
+        pyfunc.log_classifier(keras_file, tm.CLASSES, tm.SIZE, registered_model_name=NAME,
+                              example_image=tm.breed_jpeg("Chihuahua"))
+    port = free_port()
+    log = open(root / "serve.log", "w")
+    # Its own session: teardown stops the server and its uvicorn worker together.
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m",
+         f"models:/{NAME}/1", "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env=venv_env(MLFLOW_TRACKING_URI=tracking.local_tracking_uri(root)),
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/ping", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("server did not start:\n" + (root / "serve.log").read_text()[-3000:])
+            time.sleep(1)
+        yield f"{url}/invocations"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def b64(breed: str) -> str:
+    return base64.b64encode(tm.breed_jpeg(breed)).decode()
+
+
+def test_dataframe_split_with_base64_jpegs(server):
+    status, body = post(server, {"dataframe_split": {"columns": ["image"],
+                                                     "data": [[b64(b)] for b in tm.CLASSES]},
+                                 "params": {"top_k": 2}})
+    assert status == 200, body
+    predictions = body["predictions"]
+    assert [p["breed"] for p in predictions] == tm.CLASSES
+    assert all(len(p["top_k"]) == 2 and p["probability"] > 0.5 for p in predictions)
+
+
+def test_records_with_data_uri_and_inputs_forms(server):
+    status, body = post(server, {"dataframe_records": [
+        {"image": f"data:image/jpeg;base64,{b64('papillon')}"}]})
+    assert status == 200 and body["predictions"][0]["breed"] == "papillon"
+    status, body = post(server, {"inputs": {"image": [b64("golden_retriever")]}})
+    assert status == 200 and body["predictions"][0]["breed"] == "golden_retriever"
+
+
+def test_garbage_is_a_client_error(server):
+    status, body = post(server, {"dataframe_split": {"columns": ["image"], "data": [["bm9wZQ=="]]}})
+    assert status == 400 and "image 0: cannot decode" in json.dumps(body)
