@@ -36,6 +36,14 @@ def fake_archives(tmp_path_factory) -> fakedata.FakeDataset:
 
 
 @pytest.fixture(scope="session")
+def tiny_registry(tmp_path_factory):
+    """A tiny trained classifier registered as ``dogbreeds`` v1 @champion (tiny_registry.py)."""
+    import tiny_registry
+
+    return tiny_registry.build_registry(tmp_path_factory.mktemp("registry"))
+
+
+@pytest.fixture(scope="session")
 def fake_tree(fake_archives) -> Path:
     """The unpacked tree (Images/, Annotation/) of ``fake_archives``: treat as read-only."""
     return fake_archives.root

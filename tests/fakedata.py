@@ -162,3 +162,22 @@ def make_archives(workdir: Path, breeds: dict[str, str] | None = None, per_breed
     if with_lists:
         make_lists_tar(archives / "lists.tar", files, train_per_breed=max(1, per_breed * 2 // 3))
     return FakeDataset(root=tree, archives=archives, breeds=dict(breeds), per_breed=per_breed)
+
+
+def dataset_frame(root: Path, files: dict[str, list[str]], val: int = 2, test: int = 2):
+    """A ``dataset.parquet``-like DataFrame over a :func:`make_tree` tree (paths relative to
+    ``root``, the tree's parent of ``Images/``): per breed the last ``test`` images are
+    test, the ``val`` before them val, the rest train; all ``origin == "original"``."""
+    import pandas as pd
+
+    rows = []
+    for folder, paths in sorted(files.items()):
+        wnid, breed = folder.split("-", 1)
+        for i, rel in enumerate(sorted(paths)):
+            split = ("test" if i >= len(paths) - test
+                     else "val" if i >= len(paths) - test - val else "train")
+            path = f"Images/{rel}"
+            rows.append({"path": path, "breed": breed, "wnid": wnid, "folder": folder,
+                         "split": split, "fold": -1, "origin": "original", "source": path,
+                         "status": "ok"})
+    return pd.DataFrame(rows)

@@ -1,0 +1,79 @@
+"""Stage build_metadata: one row per photo (label, size, boxes, health) + summary metrics.
+
+Reads ``data.raw_dir``/``data.breeds``; writes ``<output>/images.parquet``,
+``<output>/converted/`` (RGB JPEG copies of odd files + ``index.csv`` listing them; always
+created) and ``<output>/summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+
+from dogbreeds import figures, metadata, tracking
+from pipeline.common import load_params, project_root
+
+STAGE = "build_metadata"
+MAX_PARQUET_ARTIFACT_BYTES = 5 * 2**20  # log the table itself only when it is small
+
+
+def log_figures(df, root: Path, grid_size: int, seed: int) -> None:
+    good = metadata.usable(df)
+    summary = metadata.summarize(df)
+    mlflow.log_figure(figures.count_bars(summary["per_breed"], "Usable photos per breed"),
+                      "figures/breed_counts.png")
+    mlflow.log_figure(figures.size_histogram(good["width"], good["height"]),
+                      "figures/image_sizes.png")
+    if grid_size > 0 and len(good):
+        picks = np.random.default_rng(seed).choice(len(good), min(grid_size, len(good)),
+                                                   replace=False)
+        sample = good.iloc[np.sort(picks)]
+        images = [figures.load_thumbnail(root / p) for p in sample["path"]]
+        mlflow.log_figure(figures.image_grid(images, list(sample["breed"]), columns=4,
+                                             title="Random photos"), "figures/sample_grid.png")
+
+
+def main() -> None:
+    params = load_params()
+    root = project_root()
+    out_dir = Path(params[STAGE]["output"])
+    converted_dir = out_dir / "converted"
+    with tracking.stage_run(STAGE, root, params={"data": params["data"], STAGE: params[STAGE]},
+                            experiment=params["base"]["experiment"]):
+        start = time.perf_counter()
+        df = metadata.build_metadata(root / params["data"]["raw_dir"], params["data"]["breeds"],
+                                     relative_to=root)
+        scan_seconds = time.perf_counter() - start
+        shutil.rmtree(root / converted_dir, ignore_errors=True)  # no stale copies
+        (root / converted_dir).mkdir(parents=True)
+        df = metadata.convert_images(df, root, converted_dir)
+        # What was converted and why; also keeps the DVC output dir non-empty (DVC warns).
+        converted = df[df["status"] == metadata.CONVERTED][["path", "source", "reason"]]
+        converted.to_csv(root / converted_dir / "index.csv", index=False)
+        metadata.write_table(df, root / out_dir / "images.parquet")
+        summary = metadata.summarize(df)
+        (root / out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+        mlflow.log_metrics({"images": summary["images"], "usable": summary["usable"],
+                            "breeds": summary["breeds"], "scan_seconds": scan_seconds,
+                            "images_per_second": len(df) / max(scan_seconds, 1e-9),
+                            **{f"status_{k}": v for k, v in summary["status"].items()}})
+        mlflow.log_dict(summary, "summary.json")
+        odd = df[df["status"] != metadata.OK][["path", "source", "status", "reason"]]
+        mlflow.log_text(odd.to_csv(index=False), "odd_files.csv")
+        log_figures(df, root, int(params[STAGE]["sample_grid"]), int(params["base"]["seed"]))
+        parquet = root / out_dir / "images.parquet"
+        if parquet.stat().st_size <= MAX_PARQUET_ARTIFACT_BYTES:
+            mlflow.log_artifact(str(parquet))
+    print(f"{STAGE}: {summary['images']} files, {summary['usable']} usable, "
+          f"{summary['breeds']} breeds, statuses {summary['status']} "
+          f"({len(df) / max(scan_seconds, 1e-9):.0f} files/s)")
+
+
+if __name__ == "__main__":
+    main()

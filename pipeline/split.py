@@ -1,0 +1,47 @@
+"""Stage split: train/val/test (+ k-fold index) of the usable photos.
+
+Reads ``<build_metadata.output>/images.parquet`` (and, for ``method: official``, the lists in
+``<data.raw_dir>/lists``); writes ``<output>/split.parquet`` and ``<output>/summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+
+from dogbreeds import figures, metadata, split, tracking
+from pipeline.common import load_params, project_root
+
+STAGE = "split"
+
+
+def main() -> None:
+    params = load_params()
+    root = project_root()
+    cfg = params[STAGE]
+    out_dir = root / cfg["output"]
+    with tracking.stage_run(STAGE, root, params={STAGE: cfg},
+                            experiment=params["base"]["experiment"]):
+        df = metadata.read_table(root / params["build_metadata"]["output"] / "images.parquet")
+        official = None
+        if cfg["method"] == "official":
+            official = split.load_official_lists(root / params["data"]["raw_dir"] / "lists")
+        result = split.split_dataset(df, cfg["method"], cfg["val_fraction"], cfg["test_fraction"],
+                                     cfg["seed"], cfg["folds"], official=official)
+        metadata.write_table(result, out_dir / "split.parquet")
+        summary = split.summarize(result)
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+        mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, int)})
+        mlflow.log_dict(summary, "summary.json")
+        per_breed = {breed: {s: summary["per_breed"][s][breed] for s in split.SPLITS}
+                     for breed in summary["per_breed"]["train"]}
+        mlflow.log_figure(figures.grouped_count_bars(per_breed, "Photos per breed and split"),
+                          "figures/split_counts.png")
+    print(f"{STAGE}: " + ", ".join(f"{s} {summary[s]}" for s in split.SPLITS)
+          + f" ({cfg['method']}, {summary['folds']} folds)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,358 @@
+"""One row per photo of the selected breeds: label, size, bounding boxes and a health check.
+
+Stanford Dogs is mostly clean ~500×375 RGB JPEGs, but a few files are not what their
+``.jpg`` name says (PNG bytes, CMYK or 4-channel JPEGs) and a downloaded tree can hold
+empty or cut-off files. :func:`build_metadata` inspects every file from its header only
+(fast: no pixel decoding) and gives each a ``status``:
+
+====================  =======================================================  ======
+status                meaning                                                  usable
+====================  =======================================================  ======
+``ok``                RGB or grayscale JPEG that TF and OpenCV decode as is    yes
+``needs_conversion``  decodable, but not a plain RGB/grayscale JPEG            no
+``converted``         ... after :func:`convert_images` wrote an RGB JPEG copy  yes
+``truncated``         JPEG without its end-of-image marker (cut-off download)  no
+``empty``             zero-byte file                                           no
+``unreadable``        not an image (or a header Pillow cannot parse)           no
+====================  =======================================================  ======
+
+Grayscale JPEGs stay ``ok`` (``tf.io.decode_jpeg(channels=3)`` and ``cv2.imread`` expand
+them to three channels). Progressive JPEGs also stay ``ok``: both decoders read them.
+CMYK JPEGs are converted although TF reads the common (Adobe) kind: decoders disagree on
+CMYK polarity, and the contract promises RGB/grayscale JPEGs. Anything not JPEG (PNG, GIF,
+WebP… under a ``.jpg`` name), 4-channel, palette or 16-bit data is converted as well.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image, UnidentifiedImageError
+
+OK = "ok"
+CONVERTED = "converted"
+NEEDS_CONVERSION = "needs_conversion"
+TRUNCATED = "truncated"
+EMPTY = "empty"
+UNREADABLE = "unreadable"
+STATUSES = (OK, CONVERTED, NEEDS_CONVERSION, TRUNCATED, EMPTY, UNREADABLE)
+USABLE_STATUSES = frozenset({OK, CONVERTED})
+
+COLUMNS = ["path", "breed", "wnid", "folder", "width", "height", "channels", "format", "bytes",
+           "boxes", "n_boxes", "status", "reason", "origin", "source"]
+
+# `n02085620-Chihuahua` -> wnid `n02085620`, breed `Chihuahua` (names keep their underscores).
+FOLDER_PATTERN = re.compile(r"^(?P<wnid>n\d{8})-(?P<breed>\S+)$")
+
+# Real photos sometimes carry a few bytes of padding after the JPEG end-of-image marker,
+# so the marker is looked for in the file's tail, not only in its last two bytes.
+EOI_MARKER = b"\xff\xd9"
+EOI_SEARCH_BYTES = 64
+
+# Pillow modes that TF's JPEG decoder and OpenCV read correctly from a JPEG file.
+_PLAIN_JPEG_MODES = {"RGB": 3, "L": 1}
+
+# Modes with more than 8 bits per sample (16-bit PNG/TIFF, float): scaled, not clipped.
+_HIGH_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What a file's header says about it (no pixels decoded)."""
+
+    width: int
+    height: int
+    channels: int
+    format: str
+    bytes: int
+    status: str
+    reason: str
+
+
+def parse_folder(folder: str) -> tuple[str, str]:
+    """``"n02085620-Chihuahua"`` → ``("n02085620", "Chihuahua")``.
+
+    Raises:
+        ValueError: when the name is not ``<wnid>-<Breed>``.
+    """
+    match = FOLDER_PATTERN.match(folder)
+    if not match:
+        raise ValueError(f"not a Stanford Dogs breed folder (<wnid>-<Breed>): {folder!r}")
+    return match["wnid"], match["breed"]
+
+
+def breed_folders(images_dir: Path) -> dict[str, str]:
+    """Breed name → folder name, for every breed folder under ``Images/``.
+
+    Raises:
+        FileNotFoundError: when ``images_dir`` does not exist.
+    """
+    if not images_dir.is_dir():
+        raise FileNotFoundError(f"no Images/ folder at {images_dir} (did the download stage run?)")
+    folders = {}
+    for entry in sorted(images_dir.iterdir()):
+        if entry.is_dir() and FOLDER_PATTERN.match(entry.name):
+            folders[parse_folder(entry.name)[1]] = entry.name
+    return folders
+
+
+def select_folders(available: dict[str, str], breeds: Sequence[str] | str) -> list[str]:
+    """The folders of ``breeds`` (clean names), or of every breed for ``"all"``; sorted.
+
+    Raises:
+        ValueError: naming the unknown breeds and the available ones.
+    """
+    if isinstance(breeds, str):
+        if breeds != "all":
+            raise ValueError(f"breeds must be 'all' or a list of breed names, got {breeds!r}")
+        return sorted(available.values())
+    unknown = sorted(set(breeds) - set(available))
+    if unknown:
+        raise ValueError(f"unknown breed(s) {unknown}; available: {sorted(available)}")
+    if not breeds:
+        raise ValueError("breeds is an empty list: name at least one breed, or use 'all'")
+    return sorted(available[b] for b in set(breeds))
+
+
+def inspect_image(path: Path) -> ImageInfo:
+    """Classify one file from its header and tail (see the module docstring for statuses).
+
+    Never raises for a bad file: a problem becomes the status and its reason.
+    """
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return ImageInfo(0, 0, 0, "", 0, UNREADABLE, f"cannot stat: {exc}")
+    if size == 0:
+        return ImageInfo(0, 0, 0, "", 0, EMPTY, "zero-byte file")
+    try:
+        with Image.open(path) as image:
+            fmt, mode, (width, height) = image.format or "", image.mode, image.size
+            channels = len(image.getbands())
+    except UnidentifiedImageError:
+        return ImageInfo(0, 0, 0, "", size, UNREADABLE, "not an image: Pillow cannot identify it")
+    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
+        return ImageInfo(0, 0, 0, "", size, UNREADABLE, f"bad image header: {_message(exc, path)}")
+    if width < 1 or height < 1:
+        return ImageInfo(width, height, channels, fmt, size, UNREADABLE, "zero width or height")
+    info = dict(width=width, height=height, channels=channels, format=fmt, bytes=size)
+    if fmt == "JPEG":
+        if not _has_jpeg_end(path, size):
+            reason = f"no JPEG end-of-image marker in the last {EOI_SEARCH_BYTES} bytes"
+            return ImageInfo(**info, status=TRUNCATED, reason=reason)
+        if mode in _PLAIN_JPEG_MODES:
+            return ImageInfo(**info, status=OK, reason="")
+        return ImageInfo(**info, status=NEEDS_CONVERSION, reason=f"{mode} JPEG")
+    return ImageInfo(**info, status=NEEDS_CONVERSION, reason=f"{fmt or 'unknown'} data ({mode})")
+
+
+def _message(exc: Exception, path: Path) -> str:
+    """The exception as text without the absolute path (the table must not depend on it)."""
+    return f"{type(exc).__name__}: {exc}".replace(str(path), path.name)
+
+
+def _has_jpeg_end(path: Path, size: int) -> bool:
+    with open(path, "rb") as f:
+        f.seek(max(0, size - EOI_SEARCH_BYTES))
+        return EOI_MARKER in f.read()
+
+
+def parse_annotation(path: Path) -> list[list[int]]:
+    """Bounding boxes ``[xmin, ymin, xmax, ymax]`` of a Pascal-VOC XML file.
+
+    A missing or malformed file, or an object without a complete numeric box, gives no box
+    for it rather than an error: boxes are extra information, never a reason to fail.
+    """
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return []
+    boxes = []
+    for box in root.iter("bndbox"):
+        try:
+            boxes.append([int(float(box.findtext(k, "")))
+                          for k in ("xmin", "ymin", "xmax", "ymax")])
+        except ValueError:
+            continue
+    return boxes
+
+
+def _relative(path: Path, root: Path | None) -> str:
+    return (path.relative_to(root) if root is not None else path).as_posix()
+
+
+def _row(image_path: Path, folder: str, annotation_dir: Path, relative_to: Path | None) -> dict:
+    wnid, breed = parse_folder(folder)
+    info = inspect_image(image_path)
+    boxes = parse_annotation(annotation_dir / folder / image_path.stem)
+    rel = _relative(image_path, relative_to)
+    return {"path": rel, "breed": breed, "wnid": wnid, "folder": folder,
+            "width": info.width, "height": info.height, "channels": info.channels,
+            "format": info.format, "bytes": info.bytes, "boxes": boxes, "n_boxes": len(boxes),
+            "status": info.status, "reason": info.reason, "origin": "original", "source": rel}
+
+
+def build_metadata(raw_dir: Path, breeds: Sequence[str] | Literal["all"],
+                   relative_to: Path | None = None, workers: int = 4) -> pd.DataFrame:
+    """One row per file in ``raw_dir/Images/<folder>/`` of the selected breeds.
+
+    Reads headers, tails and annotation XML only; writes nothing. Files that need converting
+    get status ``needs_conversion``: pass the table to :func:`convert_images` to make them
+    usable.
+
+    Args:
+        raw_dir: Folder holding ``Images/`` and (optionally) ``Annotation/``.
+        breeds: Clean breed names, or ``"all"``.
+        relative_to: Paths in the table are made relative to this folder (the project
+            root); by default they start with ``raw_dir`` as given.
+        workers: Threads inspecting files (file reads release the GIL).
+
+    Returns:
+        The table of the shared contract, sorted by path.
+    """
+    raw_dir = Path(raw_dir)
+    images_dir = raw_dir / "Images"
+    folders = select_folders(breed_folders(images_dir), breeds)
+    jobs = [(file, folder) for folder in folders
+            for file in sorted((images_dir / folder).iterdir()) if file.is_file()]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        rows = list(pool.map(lambda job: _row(job[0], job[1], raw_dir / "Annotation", relative_to),
+                             jobs))
+    return as_table(rows).sort_values("path", ignore_index=True)
+
+
+_INT_COLUMNS = ("width", "height", "channels", "bytes", "n_boxes")
+
+
+def as_table(rows: Iterable[dict[str, Any]] | pd.DataFrame) -> pd.DataFrame:
+    """Rows → DataFrame with the contract's columns first and stable dtypes (even when empty).
+
+    Missing columns are filled with 0, ``""`` or no boxes.
+    """
+    df = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    for column in COLUMNS:
+        if column not in df:
+            df[column] = (0 if column in _INT_COLUMNS else
+                          pd.Series([[] for _ in range(len(df))], index=df.index, dtype=object)
+                          if column == "boxes" else "")
+    df = df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
+    return df.astype({c: "int64" for c in _INT_COLUMNS})
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow image → 8-bit RGB, the way the model's own decoder would see it.
+
+    Alpha is dropped, not composited: ``dogbreeds.preprocess.decode_image`` drops it too, so
+    a converted training photo looks like the same file does at inference. 16-bit and
+    integer modes are scaled to 0–255 rather than clipped. EXIF orientation is ignored, as
+    ``tf.io.decode_jpeg`` ignores it.
+    """
+    if image.mode in _HIGH_BIT_MODES:
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if array.max(initial=0) > 255 else 255.0
+        if image.mode == "F" and array.max(initial=0) <= 1.0:
+            top = 1.0
+        gray = np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if image.mode in {"P", "PA"}:
+        image = image.convert("RGBA")
+    if image.mode in {"LA", "La"}:
+        image = image.convert("L")
+    return image.convert("RGB")
+
+
+def convert_to_rgb_jpeg(source: Path, dest: Path, quality: int = 95) -> tuple[int, int, int]:
+    """Decode ``source`` (any format Pillow reads; first frame) and write a baseline RGB JPEG.
+
+    Returns:
+        ``(width, height, bytes)`` of the written file.
+    """
+    with Image.open(source) as image:
+        image.seek(0)
+        rgb = to_rgb(image)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    rgb.save(dest, format="JPEG", quality=quality, progressive=False)
+    return rgb.width, rgb.height, dest.stat().st_size
+
+
+def convert_images(df: pd.DataFrame, project_root: Path, out_dir: Path) -> pd.DataFrame:
+    """Write an RGB JPEG for every ``needs_conversion`` row and point the row at it.
+
+    The copy goes to ``out_dir/<folder>/<stem>.jpg``; the row becomes ``converted`` with
+    ``path`` = the copy, ``source`` = the raw file and ``reason`` = "converted from ...".
+    A file that fails to decode becomes ``unreadable`` instead (never raises).
+
+    Args:
+        df: Output of :func:`build_metadata` (paths relative to ``project_root``).
+        project_root: Folder the table's paths are relative to.
+        out_dir: Where copies go, relative to ``project_root`` (or absolute inside it).
+    """
+    df = df.copy()
+    root = Path(project_root)
+    out_rel = (root / out_dir).relative_to(root)
+    for index in df.index[df["status"] == NEEDS_CONVERSION]:
+        row = df.loc[index]
+        dest_rel = out_rel / row["folder"] / f"{Path(row['source']).stem}.jpg"
+        try:
+            width, height, size = convert_to_rgb_jpeg(root / row["source"], root / dest_rel)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            failure = _message(exc, root / row["source"])
+            df.loc[index, ["status", "reason"]] = [
+                UNREADABLE, f"{row['reason']}: decode failed: {failure}"]
+            continue
+        df.loc[index, ["path", "width", "height", "channels", "format", "bytes", "status",
+                       "reason"]] = [dest_rel.as_posix(), width, height, 3, "JPEG", size,
+                                     CONVERTED, f"converted from {row['reason']}"]
+    return df
+
+
+def usable(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose ``path`` is a JPEG every decoder reads."""
+    return df[df["status"].isin(USABLE_STATUSES)]
+
+
+def summarize(df: pd.DataFrame) -> dict[str, Any]:
+    """Counts for ``summary.json`` (a DVC metric): totals, per status, usable per breed."""
+    status_counts = df["status"].value_counts()
+    good = usable(df)
+    return {
+        "images": int(len(df)),
+        "usable": int(len(good)),
+        "breeds": int(df["breed"].nunique()),
+        "status": {s: int(status_counts.get(s, 0)) for s in STATUSES},
+        "per_breed": {b: int(n) for b, n in sorted(good["breed"].value_counts().items())},
+    }
+
+
+_BOXES_TYPE = pa.list_(pa.list_(pa.int32()))
+
+
+def write_table(df: pd.DataFrame, path: Path) -> None:
+    """Write a metadata-shaped table to parquet with ``boxes`` typed even when all are empty."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df = df.reset_index(drop=True)
+    if "boxes" not in df:
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path)
+        return
+    table = pa.Table.from_pandas(df.drop(columns="boxes"), preserve_index=False)
+    boxes = pa.array([[list(map(int, b)) for b in boxes] for boxes in df["boxes"]],
+                     type=_BOXES_TYPE)
+    pq.write_table(table.add_column(list(df.columns).index("boxes"), "boxes", boxes), path)
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a table written by :func:`write_table` (``boxes`` as lists of int lists)."""
+    df = pd.read_parquet(path)
+    if "boxes" in df:
+        df["boxes"] = [[list(map(int, b)) for b in boxes] for boxes in df["boxes"]]
+    return df

@@ -1,0 +1,200 @@
+"""Train / validation / test split and cross-validation folds of the usable photos.
+
+Two methods:
+
+* ``stratified``: every breed is split on its own with the requested fractions, so each
+  split has (almost exactly) the same breed mix. Each breed's shuffle is seeded from the
+  seed *and the breed name*, so adding or removing a breed never moves another breed's
+  photos between splits.
+* ``official``: Stanford's ``train_list.mat`` / ``test_list.mat``; validation is carved from
+  the official train part, stratified the same way.
+
+Folds (``StratifiedKFold``) index train+val rows for cross-validation; other rows get -1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import scipy.io
+from sklearn.model_selection import StratifiedKFold
+
+from dogbreeds.metadata import usable
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+OFFICIAL_LISTS = {"train": "train_list.mat", "test": "test_list.mat"}
+MIN_PER_BREED = 3  # one photo for each of train, val and test
+
+
+def stable_seed(*parts: object) -> int:
+    """A 64-bit seed from the parts' text: the same on every run, machine and Python."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def load_official_lists(lists_dir: Path) -> dict[str, str]:
+    """Image path relative to ``Images/`` → ``"train"`` or ``"test"`` from Stanford's lists.
+
+    Raises:
+        FileNotFoundError: when a list is missing (the sample has no ``lists.tar``).
+    """
+    missing = [name for name in OFFICIAL_LISTS.values() if not (lists_dir / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"split.method=official needs lists.tar (train_list.mat, test_list.mat) extracted "
+            f"in {lists_dir}; missing {missing}. Download lists.tar or use "
+            f"split.method=stratified.")
+    assignment: dict[str, str] = {}
+    for split, name in OFFICIAL_LISTS.items():
+        cells = scipy.io.loadmat(lists_dir / name)["file_list"]
+        for cell in cells.ravel():
+            assignment[str(np.asarray(cell).ravel()[0])] = split
+    return assignment
+
+
+def _counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """(val, test) sizes for a breed of ``n`` photos: rounded, at least 1 each when asked."""
+    n_val = max(1, round(n * val_fraction)) if val_fraction > 0 else 0
+    n_test = max(1, round(n * test_fraction)) if test_fraction > 0 else 0
+    while n_val + n_test >= n and (n_val > 1 or n_test > 1):  # keep ≥ 1 training photo
+        if n_val >= n_test:
+            n_val -= 1
+        else:
+            n_test -= 1
+    return n_val, n_test
+
+
+def stratified_assignment(paths: pd.Series, breeds: pd.Series, val_fraction: float,
+                          test_fraction: float, seed: int) -> pd.Series:
+    """``train``/``val``/``test`` per row, split breed by breed.
+
+    A breed with fewer than ``MIN_PER_BREED`` photos cannot be in all three splits: all its
+    photos go to train (with a warning) rather than failing the whole pipeline.
+
+    Raises:
+        ValueError: when the fractions leave nothing for training.
+    """
+    if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
+        raise ValueError(f"need 0 <= val_fraction, test_fraction and a sum < 1; got "
+                         f"val_fraction={val_fraction}, test_fraction={test_fraction}")
+    result = pd.Series("train", index=paths.index, dtype=object)
+    for breed in sorted(breeds.unique()):
+        members = paths[breeds == breed].sort_values()
+        if len(members) < MIN_PER_BREED and (val_fraction > 0 or test_fraction > 0):
+            log.warning("breed %s has %d usable photo(s) (< %d): all go to train",
+                        breed, len(members), MIN_PER_BREED)
+            continue
+        n_val, n_test = _counts(len(members), val_fraction, test_fraction)
+        order = np.random.default_rng(stable_seed(seed, breed)).permutation(len(members))
+        shuffled = members.index[order]
+        result.loc[shuffled[:n_test]] = "test"
+        result.loc[shuffled[n_test:n_test + n_val]] = "val"
+    return result
+
+
+def assign_folds(splits: pd.Series, breeds: pd.Series, paths: pd.Series, folds: int,
+                 seed: int) -> pd.Series:
+    """Stratified k-fold index (0..k-1) of the train+val rows; -1 elsewhere or when k == 0.
+
+    Raises:
+        ValueError: when k is 1 or negative, or larger than the train+val rows.
+    """
+    result = pd.Series(-1, index=splits.index, dtype="int64")
+    if folds == 0:
+        return result
+    if folds < 2:
+        raise ValueError(f"split.folds must be 0 (none) or >= 2, got {folds}")
+    pool = paths[splits.isin(["train", "val"])].sort_values()  # order-independent input
+    if len(pool) < folds:
+        raise ValueError(f"split.folds={folds} needs at least {folds} train+val photos; "
+                         f"there are {len(pool)}")
+    labels = breeds.loc[pool.index]
+    if labels.value_counts().min() < folds:
+        log.warning("some breed has fewer than %d train+val photos: its folds are uneven", folds)
+    kfold = StratifiedKFold(n_splits=folds, shuffle=True, random_state=stable_seed(seed) % 2**32)
+    for fold, (_, held_out) in enumerate(kfold.split(np.zeros(len(pool)), labels.to_numpy())):
+        result.loc[pool.index[held_out]] = fold
+    return result
+
+
+def images_relative_path(df: pd.DataFrame) -> pd.Series:
+    """``<folder>/<file>`` of each row's raw file: how the official lists name images."""
+    return df["folder"] + "/" + df["source"].map(lambda s: Path(s).name)
+
+
+def official_assignment(df: pd.DataFrame, official: Mapping[str, str], val_fraction: float,
+                        seed: int) -> pd.Series:
+    """Official train/test per row; val carved (stratified) from the official train part.
+
+    Raises:
+        ValueError: when some photos are in neither official list.
+    """
+    keys = images_relative_path(df)
+    split = keys.map(official)
+    unknown = keys[split.isna()]
+    if len(unknown):
+        raise ValueError(f"{len(unknown)} photo(s) are in neither official list, e.g. "
+                         f"{sorted(unknown)[:3]}: the lists do not match these images")
+    split = split.astype(object)
+    train = split == "train"
+    carved = stratified_assignment(df.loc[train, "path"], df.loc[train, "breed"],
+                                   val_fraction, 0.0, seed)
+    split.loc[carved.index] = carved
+    return split
+
+
+def split_dataset(df: pd.DataFrame, method: Literal["stratified", "official"],
+                  val_fraction: float, test_fraction: float, seed: int, folds: int,
+                  official: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """The usable rows of ``df`` plus ``split`` and ``fold`` columns, sorted by path.
+
+    Args:
+        df: Metadata table (``build_metadata``'s contract); unusable rows are dropped.
+        method: ``stratified`` or ``official``.
+        val_fraction: Of all usable photos (``stratified``) or of the official train part.
+        test_fraction: Of all usable photos; ignored by ``official``.
+        seed: Same seed and same table → identical split.
+        folds: k of the stratified k-fold index over train+val (0 = none).
+        official: :func:`load_official_lists`' mapping, required by ``official``.
+
+    Raises:
+        ValueError: on an unknown method, or ``official`` without lists.
+    """
+    rows = usable(df).sort_values("path", ignore_index=True)
+    if rows.empty:
+        raise ValueError("no usable photos to split (check build_metadata's summary)")
+    if method == "stratified":
+        split = stratified_assignment(rows["path"], rows["breed"], val_fraction, test_fraction,
+                                      seed)
+    elif method == "official":
+        if official is None:
+            raise ValueError("split.method=official needs the official lists (lists.tar); "
+                             "use split.method=stratified without them")
+        split = official_assignment(rows, official, val_fraction, seed)
+    else:
+        raise ValueError(f"unknown split.method {method!r}: use 'stratified' or 'official'")
+    rows["split"] = split.astype(str)
+    rows["fold"] = assign_folds(rows["split"], rows["breed"], rows["path"], folds, seed)
+    return rows
+
+
+def summarize(df: pd.DataFrame) -> dict[str, Any]:
+    """Counts for ``summary.json``: per split, and per split × breed (``<split>.<breed>``)."""
+    counts = df.groupby(["split", "breed"]).size()
+    summary: dict[str, Any] = {"images": int(len(df))}
+    for split in SPLITS:
+        summary[split] = int((df["split"] == split).sum())
+    summary["folds"] = int(df.loc[df["fold"] >= 0, "fold"].nunique())
+    summary["per_breed"] = {
+        split: {breed: int(counts.get((split, breed), 0)) for breed in sorted(df["breed"].unique())}
+        for split in SPLITS
+    }
+    return summary
