@@ -162,3 +162,13 @@ def test_register_and_promote_end_to_end(tmp_path, monkeypatch):
     assert second.champion_reevaluated and second.champion_score == pytest.approx(1.0)
     assert second.alias == "challenger" and not second.promoted
     assert registry.pyfunc_accuracy(f"models:/{NAME}/2", pd.DataFrame(smaller), tmp_path) == 1.0
+
+    # The same training run on the same test data again (only another model changed):
+    # no duplicate version, aliases untouched.
+    with mlflow.start_run():
+        third = registry.register_and_promote(
+            keras_file, card, {"val_accuracy": 0.9, "test_accuracy": 1.0}, model_name=NAME,
+            min_improvement=0.005, test_df=smaller, root=tmp_path)
+    assert third.version == "2" and not third.promoted and third.reason.startswith("unchanged")
+    assert len(MlflowClient().search_model_versions(f"name = '{NAME}'")) == 2
+    assert str(MlflowClient().get_model_version_by_alias(NAME, "champion").version) == "1"

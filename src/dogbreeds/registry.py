@@ -1,7 +1,8 @@
 """The model registry: register the selected model and decide who is ``champion``.
 
-Every evaluation registers a new version of ``registry.model_name`` (versions are never
-deleted or overwritten). The ``champion`` alias — what ``models:/<name>@champion`` serves —
+Every evaluation registers the selected model as a new version of ``registry.model_name``
+(versions are never deleted or overwritten) — unless that very training run is already
+registered on the same test data, in which case nothing is added and aliases stay. The ``champion`` alias — what ``models:/<name>@champion`` serves —
 moves to the new version only when its test accuracy beats the champion's by at least
 ``min_improvement`` *on the same test data*; otherwise the new version becomes
 ``challenger``. The first version is champion.
@@ -192,6 +193,43 @@ def promote_new_version(client: MlflowClient, name: str, version: str, new_score
     )
 
 
+def registered_version_of(client: MlflowClient, name: str, training_run_id: str | None,
+                          test_hash: str):
+    """The version already registered from this training run on this test data, or None.
+
+    ``evaluate`` reruns whenever any model changes; the selected model may be one that is
+    already registered (e.g. only a losing model was retrained). Registering it again would
+    only add a duplicate version and a meaningless challenger.
+    """
+    if not training_run_id:
+        return None
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return None
+    for version in versions:
+        if (version.tags.get("training_run_id") == training_run_id
+                and version.tags.get(TAG_TEST_HASH) == test_hash):
+            return version
+    return None
+
+
+def unchanged_decision(client: MlflowClient, name: str, version, score: float) -> PromotionDecision:
+    """Decision for a selected model that is already a registered version: aliases stay."""
+    full = client.get_model_version(name, str(version.version))
+    aliases = list(getattr(full, "aliases", []) or [])
+    champion = version_with_alias(client, name)
+    alias = CHAMPION if CHAMPION in aliases else (aliases[0] if aliases else "")
+    return PromotionDecision(
+        model_name=name, version=str(version.version), alias=alias, promoted=False,
+        reason=f"unchanged: the selected model is already registered as version "
+               f"{version.version}; aliases left as they are",
+        new_score=score,
+        champion_version=None if champion is None else str(champion.version),
+        champion_score=None, champion_reevaluated=False,
+    )
+
+
 def register_and_promote(
     keras_model_path: Path,
     card: Mapping[str, Any],
@@ -216,6 +254,9 @@ def register_and_promote(
 
     client = MlflowClient()
     test_hash = test_data_hash(test_df, root)
+    existing = registered_version_of(client, model_name, card.get("mlflow_run_id"), test_hash)
+    if existing is not None:
+        return unchanged_decision(client, model_name, existing, float(metrics[TAG_TEST_ACCURACY]))
     info = log_classifier(
         Path(keras_model_path), list(card["classes"]), int(card["image_size"]),
         registered_model_name=model_name, example_image=example_image,
