@@ -13,6 +13,8 @@ Misbehaviours, each switched on by an option:
   like a connection lost during a download.
 - ``ignore_range=True``: ``Range`` headers are ignored; every GET answers 200 with the whole file.
 - ``status=403`` (or any code): every request gets that error status.
+- ``throttle=S``: sleep S seconds after each 64 KiB block of a body (a slow link, so a test
+  can kill the client mid-file).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import re
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,8 +57,9 @@ class DirectoryServer:
 
     def __init__(self, directory: Path | str, *, drop_after: int | None = None,
                  drop_times: int = 1, ignore_range: bool = False,
-                 status: int | None = None) -> None:
+                 status: int | None = None, throttle: float = 0.0) -> None:
         self.directory = Path(directory)
+        self.throttle = throttle
         self.drop_after = drop_after
         self.drop_times = drop_times if drop_after is not None else 0
         self.ignore_range = ignore_range
@@ -173,6 +177,8 @@ class DirectoryServer:
                             break
                         self.wfile.write(block)
                         sent += len(block)
+                        if server.throttle:
+                            time.sleep(server.throttle)
                 if drop:
                     self._cut()
 
@@ -200,7 +206,7 @@ def serve_directory(directory: Path | str, **options: object) -> Iterator[str]:
     """Serve ``directory`` on 127.0.0.1 for the duration of the block; yield its base URL.
 
     ``options`` are :class:`DirectoryServer`'s (``drop_after``, ``drop_times``,
-    ``ignore_range``, ``status``).
+    ``ignore_range``, ``status``, ``throttle``).
     """
     with DirectoryServer(directory, **options) as server:  # type: ignore[arg-type]
         yield server.url

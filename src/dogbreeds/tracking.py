@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import requests
 
 DEFAULT_EXPERIMENT = "dogbreeds"
 DB_FILE = "mlflow.db"
@@ -30,6 +31,14 @@ _HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
+# Even so, a server that accepts connections but never answers costs 3 × 10 s + backoff
+# (~32 s, measured) per call: one quick probe before the run fails in seconds instead.
+PROBE_TIMEOUT_ENV = "DOGBREEDS_TRACKING_PROBE_TIMEOUT"
+_PROBE_TIMEOUT = 5.0
+
+
+class TrackingServerUnreachable(RuntimeError):
+    """The tracking server named by ``MLFLOW_TRACKING_URI`` does not answer."""
 
 
 def local_tracking_uri(project_root: Path) -> str:
@@ -52,13 +61,46 @@ def use_store(project_root: Path) -> str:
     return uri
 
 
+def check_server(uri: str, timeout: float | None = None) -> None:
+    """Fail fast when an ``http(s)://`` tracking server is down or does not answer.
+
+    Any HTTP answer counts as reachable (auth, proxies and path prefixes may turn
+    ``/health`` into a 401 or 404); only a refused connection or a timeout fails. Other
+    schemes (``sqlite:``, ``databricks``...) are not probed. ``timeout`` defaults to
+    ``$DOGBREEDS_TRACKING_PROBE_TIMEOUT`` or 5 s; 0 disables the probe.
+
+    Raises:
+        TrackingServerUnreachable: naming the URI, the cause and what to do.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    if timeout is None:
+        timeout = float(os.environ.get(PROBE_TIMEOUT_ENV) or _PROBE_TIMEOUT)
+    if timeout <= 0:
+        return
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=timeout)
+    except requests.exceptions.SSLError:
+        return  # reachable; TLS settings are MLflow's business (MLFLOW_TRACKING_SERVER_CERT_PATH)
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        reason = "no answer" if isinstance(exc, requests.Timeout) else "connection failed"
+        raise TrackingServerUnreachable(
+            f"MLflow tracking server {uri} is unreachable ({reason} within {timeout:g} s: "
+            f"{type(exc).__name__}). Start it, fix MLFLOW_TRACKING_URI, or unset it to log "
+            "to the project's own mlflow.db.") from exc
+
+
 def configure(project_root: Path, experiment: str = DEFAULT_EXPERIMENT) -> str:
     """Point MLflow at the project's store and select (creating if needed) the experiment.
 
     Returns:
         The experiment id.
+
+    Raises:
+        TrackingServerUnreachable: ``MLFLOW_TRACKING_URI`` names a server that is down.
     """
     uri = use_store(project_root)
+    check_server(uri)
     existing = mlflow.get_experiment_by_name(experiment)
     if existing is not None:
         mlflow.set_experiment(experiment_id=existing.experiment_id)

@@ -1,0 +1,51 @@
+"""Stage `train_scratch`: the custom CNN described by params ``train_scratch``, from scratch.
+
+Reads ``data/augmented/dataset.parquet``; writes ``models/scratch/`` (model.keras, card.json,
+metrics.json, history.csv, curves.png). Checkpoints and the resume backup live in
+``checkpoints/scratch/`` (git-ignored, not a DVC output): rerun after a kill and training
+continues from the last finished epoch.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from dogbreeds import data, models, tracking, training
+from pipeline.common import load_params, project_root
+
+STAGE = "train_scratch"
+
+
+def main() -> None:
+    params = load_params()
+    root = project_root()
+    base, cfg = params["base"], params[STAGE]
+    seed = int(base["seed"])
+    image_size, batch_size = int(cfg["image_size"]), int(cfg["batch_size"])
+    training.seed_everything(seed)
+
+    with tracking.stage_run(STAGE, root, params={"base": base, STAGE: cfg},
+                            experiment=base["experiment"]):
+        df = pd.read_parquet(root / params["augment"]["output"] / "dataset.parquet")
+        classes = data.class_names(df)
+        train_df, val_df, _ = data.training_frames(df, use_augmented=bool(cfg["use_augmented"]))
+        train_ds = data.make_dataset(train_df, classes, image_size, batch_size, shuffle=True,
+                                     seed=seed, root=root)
+        val_ds = data.make_dataset(val_df, classes, image_size, batch_size, root=root)
+        with training.make_strategy(base.get("distribute")).scope():
+            model = models.build_scratch_cnn(
+                len(classes), image_size, blocks=cfg["blocks"], dense=cfg["dense"],
+                dropout=float(cfg["dropout"]), learning_rate=float(cfg["learning_rate"]),
+                pooling=cfg["pooling"], augmentation=cfg.get("online_augmentation"), seed=seed)
+        metrics = training.fit_and_record(
+            model, train_ds, val_ds, name="scratch", kind="scratch", out_dir=root / cfg["output"],
+            epochs=int(cfg["epochs"]), classes=classes, image_size=image_size,
+            n_train_images=len(train_df),
+            early_stopping_patience=int(cfg["early_stopping_patience"]),
+            work_dir=root / "checkpoints" / "scratch")
+        print(f"{STAGE}: val_accuracy {metrics['val_accuracy']:.3f} after {metrics['epochs']} "
+              f"epochs ({metrics['params']:,} params)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Stage `train_transfer@<backbone>`: a head on cached features, optionally fine-tuned.
+
+``python -m pipeline.train_transfer mobilenetv2`` reads ``data/features/mobilenetv2/`` (and
+the images only when ``fine_tune_layers > 0``) and writes ``models/mobilenetv2/``; the saved
+model takes raw 0–255 images. Work state lives in ``checkpoints/<backbone>/``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+
+from dogbreeds import data, features, tracking, training
+from dogbreeds.preprocess import load_image
+from pipeline.common import load_params, project_root
+
+STAGE = "train_transfer"
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        raise SystemExit("usage: python -m pipeline.train_transfer <backbone>")
+    name = argv[0]
+    params = load_params()
+    root = project_root()
+    base, cfg = params["base"], params[STAGE]
+    seed = int(base["seed"])
+
+    with tracking.stage_run(STAGE, root, params={"base": base, STAGE: cfg, "backbone": name},
+                            experiment=base["experiment"], run_name=f"{STAGE}@{name}",
+                            extra_tags={"backbone": name}):
+        cache = features.load_feature_cache(root / cfg["features_dir"] / name)
+        image_size = int(cache.meta["image_size"])
+        frames = None
+        fine_tune = int(cfg.get("fine_tune_layers") or 0) > 0
+        if fine_tune:
+            df = pd.read_parquet(root / params["augment"]["output"] / "dataset.parquet")
+            train_df, val_df, _ = data.training_frames(df, bool(cfg["use_augmented"]))
+            frames = (train_df, val_df)
+        example_path = cache.index.loc[cache.index["split"] == "val", "path"].head(1)
+        example = None
+        if len(example_path) and (root / example_path.iloc[0]).is_file():
+            example = np.asarray(load_image(str(root / example_path.iloc[0]), image_size))[None]
+        strategy = training.make_strategy(base.get("distribute"))
+        metrics = training.train_transfer(
+            cache, backbone_name=name, out_dir=root / cfg["output"] / name,
+            work_dir=root / "checkpoints" / name, dense=cfg["dense"],
+            dropout=float(cfg["dropout"]), pooling=cfg["pooling"],
+            learning_rate=float(cfg["learning_rate"]), epochs=int(cfg["epochs"]),
+            batch_size=int(cfg["batch_size"]),
+            early_stopping_patience=int(cfg["early_stopping_patience"]), seed=seed,
+            fine_tune_layers=int(cfg.get("fine_tune_layers") or 0),
+            fine_tune_epochs=int(cfg.get("fine_tune_epochs") or 0),
+            fine_tune_learning_rate=float(cfg.get("fine_tune_learning_rate") or 1e-5),
+            image_frames=frames, root=root, example_images=example, strategy=strategy)
+        print(f"{STAGE}@{name}: val_accuracy {metrics['val_accuracy']:.3f} "
+              f"(head {metrics['head_seconds']:.1f} s vs backbone pass "
+              f"{metrics['backbone_pass_seconds']:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""The training input pipeline: tables of image paths → streaming ``tf.data`` datasets.
+
+Images are read from disk batch by batch (never loaded as one array), decoded and resized by
+:func:`dogbreeds.preprocess.load_image` — the same function inference uses — so a model sees
+identical pixels in training and in production.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from dogbreeds.preprocess import load_image
+
+SPLITS = ("train", "val", "test")
+
+
+def class_names(df: pd.DataFrame) -> list[str]:
+    """Sorted unique breeds: a label is the index of its breed in this list."""
+    return sorted(str(b) for b in pd.unique(df["breed"]))
+
+
+def labels_for(df: pd.DataFrame, classes: list[str]) -> np.ndarray:
+    """int32 label of every row (position of its breed in ``classes``).
+
+    Raises:
+        ValueError: when a row's breed is not in ``classes``.
+    """
+    index = {name: i for i, name in enumerate(classes)}
+    unknown = sorted(set(df["breed"]) - set(index))
+    if unknown:
+        raise ValueError(f"breeds not in the class list: {unknown}")
+    return df["breed"].map(index).to_numpy(dtype=np.int32)
+
+
+def training_frames(df: pd.DataFrame, use_augmented: bool
+                    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Split the dataset table into (train, val, test) frames.
+
+    Validation and test keep only untouched photos (``origin == "original"``), so their
+    metrics are comparable whatever augmentation did; train adds the offline-augmented
+    copies when ``use_augmented``.
+
+    Raises:
+        ValueError: when the table lacks a ``split`` column or has no training rows.
+    """
+    if "split" not in df.columns:
+        raise ValueError("the dataset table has no 'split' column (run the split stage)")
+    origin = df["origin"] if "origin" in df.columns else pd.Series("original", index=df.index)
+    original = origin == "original"
+    train_mask = (df["split"] == "train") & (original | use_augmented)
+    frames = tuple(
+        df[mask].reset_index(drop=True)
+        for mask in (train_mask, (df["split"] == "val") & original,
+                     (df["split"] == "test") & original)
+    )
+    if frames[0].empty:
+        raise ValueError("no training rows in the dataset table")
+    return frames  # type: ignore[return-value]
+
+
+def resolve_paths(paths: pd.Series | list[str], root: Path) -> list[str]:
+    """Paths relative to the project root → strings TensorFlow can open."""
+    root = Path(root)
+    return [str(p) if Path(p).is_absolute() else str(root / p) for p in paths]
+
+
+def make_dataset(df: pd.DataFrame, classes: list[str], image_size: int, batch_size: int, *,
+                 shuffle: bool = False, seed: int = 0, root: Path = Path("."),
+                 repeat: bool = False, with_labels: bool = True) -> tf.data.Dataset:
+    """Stream ``(images, labels)`` batches from the image files listed in ``df``.
+
+    Images are float32 ``[B, S, S, 3]`` in 0–255, labels int32. Only the (cheap) path
+    strings are shuffled, before decoding, so shuffling costs no memory; the map keeps
+    order (``deterministic=True``) so the same seed gives the same batches.
+
+    Args:
+        df: rows with ``path`` (relative to ``root``) and ``breed``.
+        classes: the class list labels index into (see :func:`class_names`).
+        shuffle: reshuffle every epoch (training); ``seed`` fixes the order sequence.
+        repeat: repeat forever (for ``steps_per_epoch`` style training).
+        with_labels: False yields images only (feature extraction, prediction).
+    """
+    paths = resolve_paths(df["path"], root)
+    labels = labels_for(df, classes) if with_labels else np.zeros(len(paths), np.int32)
+    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+    if shuffle:
+        ds = ds.shuffle(max(1, len(paths)), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+
+    def load(path: tf.Tensor, label: tf.Tensor):
+        image = load_image(path, image_size)
+        return (image, label) if with_labels else image
+
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def array_dataset(features: np.ndarray, labels: np.ndarray, batch_size: int, *,
+                  shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
+    """Batches of in-memory arrays (cached backbone features: small, unlike images)."""
+    ds = tf.data.Dataset.from_tensor_slices((features.astype(np.float32),
+                                             labels.astype(np.int32)))
+    if shuffle:
+        ds = ds.shuffle(max(1, len(labels)), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

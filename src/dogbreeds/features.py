@@ -1,0 +1,185 @@
+"""Backbone feature cache: run a frozen backbone once per image, train heads on the result.
+
+A frozen backbone computes the same features every epoch, so computing them once and
+training the head on the cached vectors turns hours of CPU into minutes (DESIGN.md §1:
+MobileNetV2 infers ~50 images/s at 224 px; a head trains on thousands of vectors/s).
+
+Cache layout (``data/features/<backbone>/``): ``{train,val,test}.npy`` (float16),
+``index.parquet`` (one row per feature row: path, breed, split, label, origin),
+``meta.json`` and ``backbone.weights.h5`` — the exact backbone weights the features came
+from, so the assembled model matches them even with random (``weights: none``) init and
+without downloading anything again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from dogbreeds.backbones import build_backbone, preprocess_layer
+from dogbreeds.data import SPLITS, labels_for, make_dataset
+
+BACKBONE_WEIGHTS = "backbone.weights.h5"
+INDEX_COLUMNS = ["path", "breed", "split", "label", "origin"]
+
+
+@dataclass
+class FeatureCache:
+    """A loaded cache: features per split, their index rows (same order), and meta."""
+
+    features: dict[str, np.ndarray]
+    index: pd.DataFrame
+    meta: dict
+    directory: Path
+
+    def labels(self, split: str) -> np.ndarray:
+        return self.index.loc[self.index["split"] == split, "label"].to_numpy(np.int32)
+
+    @property
+    def backbone_weights(self) -> Path:
+        return self.directory / BACKBONE_WEIGHTS
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        return tuple(self.features["train"].shape[1:])
+
+
+def feature_extractor(backbone_name: str, weights, image_size: int, pooling: str
+                      ) -> keras.Model:
+    """0–255 image → the backbone's preprocessing → frozen backbone (pooled unless flatten).
+
+    The nested backbone is reachable with :func:`dogbreeds.backbones.find_backbone`.
+    """
+    backbone = build_backbone(backbone_name, weights, image_size,
+                              pooling=pooling if pooling in ("avg", "max") else None)
+    backbone.trainable = False
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    outputs = backbone(preprocess_layer(backbone_name)(inputs), training=False)
+    return keras.Model(inputs, outputs, name=f"{backbone_name}_features")
+
+
+def extract_features(df: pd.DataFrame, backbone_name: str, weights, image_size: int,
+                     pooling: str, batch_size: int, root: Path = Path("."), *,
+                     extractor: keras.Model | None = None) -> np.ndarray:
+    """Features of every row of ``df`` (same order), computed by the frozen backbone.
+
+    Images stream from disk through :func:`dogbreeds.data.make_dataset`. Pass ``extractor``
+    to reuse an already-built model (and its weights) across calls.
+
+    Returns:
+        float32 ``[N, C]`` for avg/max pooling, ``[N, h, w, C]`` for flatten.
+    """
+    extractor = extractor or feature_extractor(backbone_name, weights, image_size, pooling)
+    if len(df) == 0:
+        return np.zeros((0, *extractor.output.shape[1:]), np.float32)
+    ds = make_dataset(df, sorted(set(df["breed"])), image_size, batch_size, root=root,
+                      with_labels=False)
+    return np.asarray(extractor.predict(ds, verbose=0), dtype=np.float32)
+
+
+def input_fingerprint(df: pd.DataFrame, root: Path, settings: dict) -> str:
+    """Hash of what the features depend on: file paths and sizes, and the settings.
+
+    Not mtimes: a DVC checkout rewrites files with new mtimes but the same bytes.
+    """
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for path in df["path"]:
+        file = Path(path) if Path(path).is_absolute() else Path(root) / path
+        stat = file.stat()
+        h.update(f"{path}|{stat.st_size}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def cache_frames(df: pd.DataFrame, use_augmented: bool) -> pd.DataFrame:
+    """Rows to compute features for: every split's original photos (+ augmented train rows)."""
+    origin = df["origin"] if "origin" in df else pd.Series("original", index=df.index)
+    keep = df["split"].isin(SPLITS) & ((origin == "original")
+                                       | (use_augmented & (df["split"] == "train")))
+    rows = df[keep].copy()
+    rows["origin"] = origin[keep]
+    order = rows["split"].map({s: i for i, s in enumerate(SPLITS)})
+    return rows.assign(_order=order).sort_values(["_order", "path"], kind="stable") \
+        .drop(columns="_order").reset_index(drop=True)
+
+
+def compute_feature_cache(df: pd.DataFrame, classes: list[str], backbone_name: str, weights,
+                          image_size: int, pooling: str, batch_size: int, root: Path,
+                          use_augmented: bool = False
+                          ) -> tuple[dict[str, np.ndarray], pd.DataFrame, dict, keras.Model]:
+    """Run the backbone once over the dataset; return (features by split, index, meta, extractor).
+
+    One pass over all rows (not one per split) so the timing is one clean measurement.
+    """
+    rows = cache_frames(df, use_augmented)
+    index = rows[["path", "breed", "split", "origin"]].copy()
+    index["label"] = labels_for(rows, classes)
+    index = index[INDEX_COLUMNS]
+    extractor = feature_extractor(backbone_name, weights, image_size, pooling)
+    start = time.perf_counter()
+    feats = extract_features(rows, backbone_name, weights, image_size, pooling, batch_size,
+                             root, extractor=extractor)
+    seconds = time.perf_counter() - start
+    by_split = {s: feats[(index["split"] == s).to_numpy()] for s in SPLITS}
+    settings = {"backbone": backbone_name, "weights": str(weights), "image_size": image_size,
+                "pooling": pooling, "use_augmented": use_augmented, "classes": classes}
+    meta = {
+        **settings,
+        "feature_shape": list(feats.shape[1:]),
+        "n": int(len(rows)),
+        "n_by_split": {s: int(len(by_split[s])) for s in SPLITS},
+        "seconds": round(seconds, 3),
+        "images_per_second": round(len(rows) / max(seconds, 1e-9), 3),
+        "fingerprint": input_fingerprint(rows, root, settings),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    return by_split, index, meta, extractor
+
+
+def save_feature_cache(out_dir: Path, features_by_split: dict[str, np.ndarray],
+                       index_df: pd.DataFrame, meta: dict,
+                       backbone: keras.Model | None = None) -> Path:
+    """Write the cache (see module docstring); ``backbone``'s weights too when given.
+
+    Raises:
+        ValueError: when the index rows do not match the feature rows.
+    """
+    out_dir = Path(out_dir)
+    for split in SPLITS:
+        n_index = int((index_df["split"] == split).sum())
+        n_feats = len(features_by_split.get(split, []))
+        if n_index != n_feats:
+            raise ValueError(f"{split}: {n_feats} feature rows but {n_index} index rows")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:
+        np.save(out_dir / f"{split}.npy", np.asarray(features_by_split[split], np.float16))
+    index_df.to_parquet(out_dir / "index.parquet", index=False)
+    if backbone is not None:
+        backbone.save_weights(out_dir / BACKBONE_WEIGHTS)
+        meta = {**meta, "backbone_weights": BACKBONE_WEIGHTS}
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return out_dir
+
+
+def load_feature_cache(directory: Path) -> FeatureCache:
+    """Read a cache written by :func:`save_feature_cache`.
+
+    Raises:
+        FileNotFoundError: when the directory is not a complete cache.
+    """
+    directory = Path(directory)
+    missing = [n for n in ("meta.json", "index.parquet", *(f"{s}.npy" for s in SPLITS))
+               if not (directory / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"incomplete feature cache {directory}: missing {missing} "
+                                "(run the features stage)")
+    features = {s: np.load(directory / f"{s}.npy") for s in SPLITS}
+    index = pd.read_parquet(directory / "index.parquet")
+    meta = json.loads((directory / "meta.json").read_text())
+    return FeatureCache(features=features, index=index, meta=meta, directory=directory)

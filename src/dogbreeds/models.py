@@ -1,0 +1,172 @@
+"""Model builders: each returns a compiled Keras model whose parts have names.
+
+Every model takes float32 RGB images in 0–255 (what :mod:`dogbreeds.preprocess` produces);
+normalisation is a layer inside the model. Classification outputs are a softmax layer named
+``"predictions"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+
+from dogbreeds.backbones import build_backbone, find_backbone, preprocess_layer
+
+POOLINGS = ("avg", "max", "flatten")
+
+
+def compile_classifier(model: keras.Model, learning_rate: float, num_classes: int) -> keras.Model:
+    """Adam + sparse categorical cross-entropy; accuracy, and top-5 when there are > 5 classes."""
+    metrics: list = ["accuracy"]
+    if num_classes > 5:
+        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"))
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=metrics)
+    return model
+
+
+def build_augmentation(cfg: dict | None, seed: int | None = None) -> keras.Sequential:
+    """Online augmentation from a params dict (active only in training; identity otherwise).
+
+    Args:
+        cfg: keys ``flip`` (bool: random horizontal flip), ``rotation`` (fraction of a full
+            turn), ``zoom`` (max fraction), ``contrast`` (max factor); 0/false/missing skips one.
+    """
+    cfg = cfg or {}
+    layers: list[keras.layers.Layer] = []
+    if cfg.get("flip"):
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    if cfg.get("rotation"):
+        layers.append(keras.layers.RandomRotation(float(cfg["rotation"]), fill_mode="reflect",
+                                                  seed=seed))
+    if cfg.get("zoom"):
+        zoom = float(cfg["zoom"])
+        layers.append(keras.layers.RandomZoom((-zoom, zoom), fill_mode="reflect", seed=seed))
+    if cfg.get("contrast"):
+        # RandomContrast clips to value_range: ours is 0-255, not Keras' default 0-1.
+        layers.append(keras.layers.RandomContrast(float(cfg["contrast"]), value_range=(0, 255),
+                                                  seed=seed))
+    if not layers:  # Keras cannot build an empty Sequential; keep the named block anyway
+        layers.append(keras.layers.Identity(name="no_augmentation"))
+    return keras.Sequential(layers, name="augmentation")
+
+
+def pooling_layer(pooling: str, name: str = "pooling") -> keras.layers.Layer:
+    """Spatial map → vector: global average, global max, or flatten.
+
+    Raises:
+        ValueError: for another name.
+    """
+    if pooling == "avg":
+        return keras.layers.GlobalAveragePooling2D(name=name)
+    if pooling == "max":
+        return keras.layers.GlobalMaxPooling2D(name=name)
+    if pooling == "flatten":
+        return keras.layers.Flatten(name=name)
+    raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+
+
+def _dense_stack(x, dense: Sequence[int], dropout: float, prefix: str):
+    for i, units in enumerate(dense):
+        x = keras.layers.Dense(int(units), activation="relu", name=f"{prefix}dense_{i}")(x)
+        if dropout:
+            x = keras.layers.Dropout(float(dropout), name=f"{prefix}dropout_{i}")(x)
+    return x
+
+
+def build_scratch_cnn(num_classes: int, image_size: int, blocks: list[dict], dense: list[int],
+                      dropout: float, learning_rate: float, pooling: str = "avg",
+                      augmentation: dict | None = None, seed: int | None = None) -> keras.Model:
+    """The custom CNN, described entirely by its arguments (params ``train_scratch``).
+
+    Input → augmentation (training only) → Rescaling(1/255) → per block
+    ``Conv2D(filters, kernel, same) → BatchNorm → ReLU → MaxPool`` → pooling → dense+dropout
+    → softmax.
+
+    Args:
+        blocks: one ``{"filters": int, "kernel": int}`` per conv block.
+        pooling: ``avg`` | ``max`` | ``flatten``.
+    """
+    if not blocks:
+        raise ValueError("the scratch CNN needs at least one conv block")
+    if image_size < 2 ** len(blocks):
+        raise ValueError(f"image_size {image_size} is too small for {len(blocks)} pooling blocks")
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = build_augmentation(augmentation, seed=seed)(inputs)
+    x = keras.layers.Rescaling(1.0 / 255, name="rescale")(x)
+    for i, block in enumerate(blocks):
+        x = keras.layers.Conv2D(int(block["filters"]), int(block["kernel"]), padding="same",
+                                use_bias=False, name=f"block{i}_conv")(x)
+        x = keras.layers.BatchNormalization(name=f"block{i}_bn")(x)
+        x = keras.layers.ReLU(name=f"block{i}_relu")(x)
+        x = keras.layers.MaxPooling2D(name=f"block{i}_pool")(x)
+    x = pooling_layer(pooling)(x)
+    x = _dense_stack(x, dense, dropout, prefix="head_")
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    model = keras.Model(inputs, outputs, name="scratch_cnn")
+    return compile_classifier(model, learning_rate, num_classes)
+
+
+def build_head(input_shape: Sequence[int], num_classes: int, dense: list[int], dropout: float,
+               pooling: str, learning_rate: float) -> keras.Model:
+    """The classifier on top of a backbone, trainable alone on cached features.
+
+    ``input_shape`` is one feature's shape: ``(C,)`` for pooled features (avg/max pooling
+    happened in the backbone) or ``(h, w, C)`` for a spatial map, which the head reduces
+    with ``pooling``.
+    """
+    inputs = keras.Input(tuple(int(d) for d in input_shape), name="features")
+    x = inputs
+    if len(input_shape) == 3:
+        x = pooling_layer(pooling, name="head_pooling")(x)
+    if dropout:
+        x = keras.layers.Dropout(float(dropout), name="features_dropout")(x)
+    x = _dense_stack(x, dense, dropout, prefix="")
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    head = keras.Model(inputs, outputs, name="head")
+    return compile_classifier(head, learning_rate, num_classes)
+
+
+def build_transfer_model(backbone_name: str, weights, image_size: int, head: keras.Model,
+                         pooling: str = "avg", learning_rate: float = 1e-3) -> keras.Model:
+    """Raw 0–255 image → backbone's preprocessing → frozen backbone → ``head``.
+
+    The backbone ends with global ``pooling`` when the head takes vectors (avg/max), and
+    keeps its spatial map when the head does its own (flatten), matching how the features
+    the head was trained on were computed (:mod:`dogbreeds.features`).
+    """
+    backbone_pooling = pooling if len(head.input.shape) == 2 else None
+    backbone = build_backbone(backbone_name, weights, image_size, pooling=backbone_pooling)
+    backbone.trainable = False
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = preprocess_layer(backbone_name)(inputs)
+    # training=False keeps BatchNorm in inference mode even while fine-tuning upper layers.
+    x = backbone(x, training=False)
+    outputs = head(x)
+    model = keras.Model(inputs, outputs, name=f"{backbone_name}_transfer")
+    return compile_classifier(model, learning_rate, int(head.output.shape[-1]))
+
+
+def get_backbone(model: keras.Model) -> keras.Model:
+    """The nested backbone of a model from :func:`build_transfer_model`."""
+    return find_backbone(model)
+
+
+def unfreeze_top(backbone: keras.Model, n_layers: int) -> None:
+    """Make the top ``n_layers`` of ``backbone`` trainable; BatchNormalization stays frozen.
+
+    Frozen BatchNorm keeps its ImageNet statistics: updating them on small batches of a new
+    dataset wrecks what the backbone learnt (keras-io's fine-tuning guide).
+    """
+    backbone.trainable = True
+    layers = backbone.layers
+    cut = max(0, len(layers) - int(n_layers))
+    for i, layer in enumerate(layers):
+        frozen = i < cut or isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = not frozen
+
+
+def count_params(model: keras.Model) -> int:
+    """All parameters (trainable and not)."""
+    return int(model.count_params())

@@ -1,0 +1,427 @@
+"""The one place that fits a model and records everything about it.
+
+:func:`fit_and_record` = :func:`fit_resumable` (Keras ``fit`` that survives being killed) +
+:func:`record_model` (the files of the shared model contract, and the MLflow run's metrics,
+figures, summary and logged model). Stages that train in several phases (transfer learning)
+call the two halves themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+HISTORY_COLUMNS = ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
+EPOCH_LOG = "epochs.csv"
+BACKUP_DIR = "backup"
+BEST_WEIGHTS = "best.weights.h5"
+FINGERPRINT = "fingerprint.txt"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy, TensorFlow and Keras; make TF ops deterministic where it is cheap.
+
+    Full op determinism (``tf.config.experimental.enable_op_determinism``) is not enabled: it
+    slows CPU training markedly and forbids some ops; seeds already make runs repeatable
+    enough to compare experiments.
+    """
+    keras.utils.set_random_seed(int(seed))
+
+
+def make_strategy(name: str | None) -> tf.distribute.Strategy:
+    """The ``tf.distribute`` strategy named by ``base.distribute``.
+
+    ``none`` → the default (single-device) strategy; ``mirrored`` → all local devices;
+    ``multi_worker`` → ``MultiWorkerMirroredStrategy`` configured by ``TF_CONFIG``.
+    Build and compile models inside ``strategy.scope()``.
+
+    Raises:
+        ValueError: for an unknown name.
+    """
+    name = (name or "none").lower()
+    if name == "none":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown distribute strategy {name!r}: none | mirrored | multi_worker")
+
+
+class MlflowEpochLogger(keras.callbacks.Callback):
+    """Logs every epoch's metrics to the active MLflow run, one step per epoch.
+
+    ``step`` is the 1-based epoch number plus ``offset`` (the epochs of earlier phases), so a
+    two-phase training draws one continuous curve.
+    """
+
+    def __init__(self, offset: int = 0, phase: str | None = None):
+        super().__init__()
+        self.offset = offset
+        self.phase = phase
+
+    def on_epoch_end(self, epoch, logs=None):
+        metrics = {k: float(v) for k, v in (logs or {}).items()
+                   if isinstance(v, (int, float, np.floating)) and math.isfinite(float(v))}
+        mlflow.log_metrics(metrics, step=self.offset + epoch + 1)
+
+
+@dataclass
+class FitResult:
+    """What one (possibly resumed) ``fit`` produced.
+
+    Attributes:
+        history: one row per epoch of the whole training, resumed parts included; ``epoch``
+            is 1-based (``offset`` added).
+        seconds: wall time of ``fit`` in this process.
+        epochs_run: epochs trained in this process (fewer than ``history`` after a resume).
+        resumed_from: epochs already done when this process started (0 for a fresh start).
+    """
+
+    history: pd.DataFrame
+    seconds: float
+    epochs_run: int
+    resumed_from: int
+
+
+def model_fingerprint(model: keras.Model) -> str:
+    """Hash of the architecture (layer types and weight shapes), independent of layer names.
+
+    A backup is only resumed into the same architecture; auto-generated layer names change
+    from process to process, so they are left out.
+    """
+    parts = [(type(layer).__name__, [tuple(w.shape) for w in layer.weights])
+             for layer in model._flatten_layers(include_self=False)]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def read_epoch_log(path: Path) -> pd.DataFrame:
+    """The CSVLogger file, one row per epoch (0-based), the last row winning on duplicates.
+
+    A run killed after the CSV row but before the backup repeats that epoch on resume; the
+    repeat is the one whose weights continued, so it wins.
+    """
+    if not path.is_file() or path.stat().st_size == 0:
+        return pd.DataFrame(columns=["epoch"])
+    log = pd.read_csv(path)
+    log = log[pd.to_numeric(log["epoch"], errors="coerce").notna()]  # repeated headers
+    log = log.apply(pd.to_numeric, errors="coerce")
+    log["epoch"] = log["epoch"].astype(int)
+    return log.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
+
+
+def backed_up_epochs(work_dir: Path) -> int:
+    """Epochs finished according to the BackupAndRestore backup (0 when there is none)."""
+    meta = Path(work_dir) / BACKUP_DIR / "training_metadata.json"
+    try:
+        return int(json.loads(meta.read_text())["epoch"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def prepare_work_dir(work_dir: Path, fingerprint: str) -> bool:
+    """Decide between resuming and a fresh start; return True when resuming.
+
+    Resume only if a backup of the same architecture exists; otherwise wipe the directory
+    (stale epoch log and checkpoints from an earlier, finished or different, run).
+    """
+    fp_file = work_dir / FINGERPRINT
+    resumable = ((work_dir / BACKUP_DIR).is_dir() and fp_file.is_file()
+                 and fp_file.read_text().strip() == fingerprint)
+    if not resumable and work_dir.exists():
+        shutil.rmtree(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    fp_file.write_text(fingerprint)
+    return resumable
+
+
+def fit_resumable(model: keras.Model, train_ds, val_ds, *, epochs: int, work_dir: Path,
+                  early_stopping_patience: int, offset: int = 0, phase: str | None = None,
+                  monitor: str = "val_loss", verbose: int = 2) -> FitResult:
+    """``model.fit`` that resumes after a kill and ends with the best epoch's weights.
+
+    Callbacks: CSVLogger (append: the epoch log survives restarts), ModelCheckpoint of the
+    best weights, BackupAndRestore (model + optimizer + epoch after every epoch; Keras
+    deletes it when training ends normally), EarlyStopping, and :class:`MlflowEpochLogger`.
+    Must run inside an active MLflow run.
+
+    On resume the epochs already done are re-logged to the (new) MLflow run so it holds the
+    whole curve, and the best-checkpoint threshold starts at the best val_loss so far.
+    EarlyStopping's patience counter restarts at the resume (Keras does not back it up).
+    """
+    work_dir = Path(work_dir)
+    resuming = prepare_work_dir(work_dir, model_fingerprint(model))
+    log_path = work_dir / EPOCH_LOG
+    resumed_from = backed_up_epochs(work_dir) if resuming else 0
+    previous = read_epoch_log(log_path)
+    previous = previous[previous["epoch"] < resumed_from]
+    threshold = None
+    if resuming and monitor in previous and previous[monitor].notna().any():
+        threshold = float(previous[monitor].min())
+        for _, row in previous.iterrows():
+            MlflowEpochLogger(offset, phase).on_epoch_end(int(row["epoch"]), row.drop("epoch").to_dict())
+        mlflow.set_tag(f"resumed_from_epoch{'.' + phase if phase else ''}", str(resumed_from))
+    best_path = work_dir / BEST_WEIGHTS
+    callbacks = [
+        keras.callbacks.CSVLogger(str(log_path), append=True),
+        keras.callbacks.ModelCheckpoint(str(best_path), monitor=monitor, save_best_only=True,
+                                        save_weights_only=True,
+                                        initial_value_threshold=threshold),
+        keras.callbacks.BackupAndRestore(str(work_dir / BACKUP_DIR), double_checkpoint=True),
+        keras.callbacks.EarlyStopping(monitor=monitor, patience=int(early_stopping_patience),
+                                      restore_best_weights=True),
+        MlflowEpochLogger(offset, phase),
+    ]
+    start = time.perf_counter()
+    # shuffle=False: the tf.data pipelines shuffle themselves (seeded).
+    model.fit(train_ds, validation_data=val_ds, epochs=int(epochs), callbacks=callbacks,
+              shuffle=False, verbose=verbose)
+    seconds = time.perf_counter() - start
+    if best_path.is_file():
+        # The best epoch over the whole (resumed) training, which EarlyStopping alone misses.
+        model.load_weights(str(best_path))
+    log = read_epoch_log(log_path)
+    history = log.assign(epoch=log["epoch"] + 1 + offset)
+    if phase is not None:
+        history["phase"] = phase
+    return FitResult(history=history.reset_index(drop=True), seconds=seconds,
+                     epochs_run=max(0, len(log) - resumed_from), resumed_from=resumed_from)
+
+
+def best_row(history: pd.DataFrame, monitor: str = "val_loss") -> pd.Series:
+    """The epoch whose weights the model keeps: lowest ``monitor`` (last row if none).
+
+    With several phases only the last one counts: its fit restored its own best weights.
+    """
+    if "phase" in history and len(history):
+        history = history[history["phase"] == history["phase"].iloc[-1]]
+    if monitor in history and history[monitor].notna().any():
+        return history.loc[history[monitor].idxmin()]
+    return history.iloc[-1]
+
+
+def model_summary(model: keras.Model) -> str:
+    """``model.summary()`` as text (nested models expanded)."""
+    lines: list[str] = []
+    model.summary(print_fn=lambda line, *a, **k: lines.append(line), expand_nested=True)
+    return "\n".join(lines)
+
+
+def sample_input(dataset, n: int = 1) -> np.ndarray:
+    """The first ``n`` images of an (images, labels) dataset, as float32 0–255."""
+    images = next(iter(dataset))[0] if dataset is not None else None
+    return np.asarray(images[:n], dtype=np.float32)
+
+
+def write_history(history: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """history.csv: the contract's columns first (missing ones empty), extra ones after."""
+    history = history.copy()
+    for col in HISTORY_COLUMNS:
+        if col not in history:
+            history[col] = np.nan
+    extra = [c for c in history.columns if c not in HISTORY_COLUMNS]
+    history = history[HISTORY_COLUMNS + extra]
+    history.to_csv(path, index=False)
+    return history
+
+
+@contextlib.contextmanager
+def _keras_flavor_example_fix():
+    """Work around MLflow 3.17.2's Keras flavour writing the input example into the model
+    folder before creating it (``FileNotFoundError: .../model/input_example.json``): create
+    the folder first. Scoped to one ``log_model`` call; harmless once MLflow fixes it."""
+    import mlflow.keras.save as keras_save
+
+    original = keras_save._save_example
+
+    def save_example(mlflow_model, input_example, path, *args, **kwargs):
+        os.makedirs(path, exist_ok=True)
+        return original(mlflow_model, input_example, path, *args, **kwargs)
+
+    keras_save._save_example = save_example
+    try:
+        yield
+    finally:
+        keras_save._save_example = original
+
+
+def record_model(model: keras.Model, history: pd.DataFrame, *, name: str, kind: str,
+                 out_dir: Path, classes: list[str], image_size: int, train_seconds: float,
+                 images_per_second: float, input_example: np.ndarray,
+                 backbone: str | None = None, log_model: bool = True,
+                 extra_metrics: dict | None = None) -> dict:
+    """Write ``out_dir/{model.keras, history.csv, curves.png, metrics.json, card.json}``
+    and log the same to the active MLflow run. Returns the metrics dict.
+
+    Metrics are the best epoch's (the weights the model keeps), not the last epoch's.
+    """
+    from dogbreeds.figures import training_curves  # matplotlib only when recording
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    history = write_history(history, out_dir / "history.csv")
+    best = best_row(history)
+    n_params = int(model.count_params())
+    metrics = {
+        "train_accuracy": float(best["accuracy"]), "train_loss": float(best["loss"]),
+        "val_accuracy": float(best["val_accuracy"]), "val_loss": float(best["val_loss"]),
+        "best_epoch": int(best["epoch"]), "epochs": int(len(history)), "params": n_params,
+        "train_seconds": round(float(train_seconds), 3),
+        "images_per_second": round(float(images_per_second), 3),
+    }
+    if "val_top5_accuracy" in best and pd.notna(best["val_top5_accuracy"]):
+        metrics["val_top5_accuracy"] = float(best["val_top5_accuracy"])
+    metrics.update(extra_metrics or {})
+    model.save(out_dir / "model.keras")
+
+    figure = training_curves(history)
+    figure.savefig(out_dir / "curves.png", dpi=100, bbox_inches="tight")
+    mlflow.log_figure(figure, "curves.png")
+
+    summary = model_summary(model)
+    mlflow.log_text(summary, "model_summary.txt")
+    mlflow.log_metrics({f"best_{k}" if k in ("train_accuracy", "train_loss", "val_accuracy",
+                                              "val_loss") else k: float(v)
+                        for k, v in metrics.items() if isinstance(v, (int, float))})
+    mlflow.log_artifact(str(out_dir / "history.csv"))
+    model_uri = None
+    if log_model:
+        from mlflow.models import infer_signature
+
+        example = np.asarray(input_example, dtype=np.float32)
+        signature = infer_signature(example, np.asarray(model.predict(example, verbose=0)))
+        with _keras_flavor_example_fix():
+            info = mlflow.keras.log_model(
+                model, name="model", signature=signature, input_example=example,
+                metadata={"classes": list(classes), "image_size": int(image_size),
+                          "kind": kind, "backbone": backbone})
+        model_uri = info.model_uri
+    run = mlflow.active_run()
+    card = {"name": name, "kind": kind, "backbone": backbone, "classes": list(classes),
+            "image_size": int(image_size), "mlflow_run_id": run.info.run_id if run else None,
+            "model_uri": model_uri, "params": n_params}
+    (out_dir / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    mlflow.log_dict(card, "card.json")
+    return metrics
+
+
+def fit_and_record(model: keras.Model, train_ds, val_ds, *, name: str, kind: str,
+                   out_dir: Path, epochs: int, classes: list[str], image_size: int,
+                   n_train_images: int, early_stopping_patience: int, work_dir: Path,
+                   backbone: str | None = None, log_model: bool = True,
+                   extra_metrics: dict | None = None, verbose: int = 2) -> dict:
+    """Train ``model`` (resumably) and record it: files in ``out_dir`` + the MLflow run.
+
+    Must run inside an active MLflow run (:func:`dogbreeds.tracking.stage_run`). See
+    :func:`fit_resumable` for the callbacks and :func:`record_model` for what is written.
+
+    Returns:
+        The metrics dict also written to ``out_dir/metrics.json``.
+    """
+    result = fit_resumable(model, train_ds, val_ds, epochs=epochs, work_dir=work_dir,
+                           early_stopping_patience=early_stopping_patience, verbose=verbose)
+    images_per_second = n_train_images * result.epochs_run / max(result.seconds, 1e-9)
+    return record_model(
+        model, result.history, name=name, kind=kind, out_dir=out_dir, classes=classes,
+        image_size=image_size, train_seconds=result.seconds,
+        images_per_second=images_per_second, input_example=sample_input(val_ds or train_ds),
+        backbone=backbone, log_model=log_model,
+        extra_metrics={"resumed_from_epoch": result.resumed_from, **(extra_metrics or {})})
+
+
+def train_transfer(cache, *, backbone_name: str, out_dir: Path, work_dir: Path,
+                   dense: list[int], dropout: float, pooling: str, learning_rate: float,
+                   epochs: int, batch_size: int, early_stopping_patience: int, seed: int = 0,
+                   fine_tune_layers: int = 0, fine_tune_epochs: int = 0,
+                   fine_tune_learning_rate: float = 1e-5, image_frames=None,
+                   root: Path = Path("."), example_images: np.ndarray | None = None,
+                   log_model: bool = True, strategy: tf.distribute.Strategy | None = None,
+                   verbose: int = 2) -> dict:
+    """Transfer learning in two phases, recorded like every model (see :func:`record_model`).
+
+    Phase ``head``: the head trains on the cached features only (never touching the
+    backbone or the images). Then the full model (raw image → preprocessing → backbone with
+    the cache's exact weights → trained head) is assembled, so ``model.keras`` takes 0–255
+    images. Phase ``fine_tune`` (when ``fine_tune_layers > 0``): the top N backbone layers
+    are unfrozen (BatchNorm stays frozen) and the model trains on images at
+    ``fine_tune_learning_rate``. ``history.csv`` covers both phases (``phase`` column).
+
+    A killed run resumes: the head phase is redone (seconds), then fine-tuning continues
+    from its backup.
+
+    Args:
+        cache: a :class:`dogbreeds.features.FeatureCache`.
+        image_frames: ``(train_df, val_df)`` of images, needed only for fine-tuning.
+        example_images: a small 0–255 batch for the logged model's input example
+            (default: one mid-grey image).
+    """
+    from dogbreeds.data import array_dataset, make_dataset
+    from dogbreeds.models import (build_head, build_transfer_model, compile_classifier,
+                                  get_backbone, unfreeze_top)
+
+    strategy = strategy or tf.distribute.get_strategy()
+    classes = list(cache.meta["classes"])
+    image_size = int(cache.meta["image_size"])
+    work_dir = Path(work_dir)
+    seed_everything(seed)
+    with strategy.scope():
+        head = build_head(cache.feature_shape, len(classes), dense, dropout, pooling,
+                          learning_rate)
+    n_train = len(cache.features["train"])
+    train_ds = array_dataset(cache.features["train"], cache.labels("train"), batch_size,
+                             shuffle=True, seed=seed)
+    val_ds = array_dataset(cache.features["val"], cache.labels("val"), batch_size)
+    head_fit = fit_resumable(head, train_ds, val_ds, epochs=epochs, work_dir=work_dir / "head",
+                             early_stopping_patience=early_stopping_patience, phase="head",
+                             verbose=verbose)
+    weights = cache.backbone_weights if cache.backbone_weights.is_file() else cache.meta["weights"]
+    with strategy.scope():
+        model = build_transfer_model(backbone_name, weights, image_size, head,
+                                     pooling=pooling, learning_rate=learning_rate)
+    histories, seconds = [head_fit.history], head_fit.seconds
+    images_per_second = n_train * head_fit.epochs_run / max(head_fit.seconds, 1e-9)
+    extra = {"head_seconds": round(head_fit.seconds, 3), "head_epochs": len(head_fit.history),
+             "head_features_per_second": round(images_per_second, 3),
+             "backbone_pass_seconds": float(cache.meta.get("seconds", float("nan"))),
+             "fine_tune_epochs": 0}
+    if fine_tune_layers > 0 and fine_tune_epochs > 0:
+        if image_frames is None:
+            raise ValueError("fine-tuning needs image_frames=(train_df, val_df)")
+        train_df, val_df = image_frames
+        with strategy.scope():
+            unfreeze_top(get_backbone(model), fine_tune_layers)
+            compile_classifier(model, fine_tune_learning_rate, len(classes))
+        tune_fit = fit_resumable(
+            model,
+            make_dataset(train_df, classes, image_size, batch_size, shuffle=True, seed=seed,
+                         root=root),
+            make_dataset(val_df, classes, image_size, batch_size, root=root),
+            epochs=fine_tune_epochs, work_dir=work_dir / "fine_tune",
+            early_stopping_patience=early_stopping_patience, offset=len(head_fit.history),
+            phase="fine_tune", verbose=verbose)
+        histories.append(tune_fit.history)
+        seconds += tune_fit.seconds
+        images_per_second = len(train_df) * tune_fit.epochs_run / max(tune_fit.seconds, 1e-9)
+        extra.update(fine_tune_seconds=round(tune_fit.seconds, 3),
+                     fine_tune_epochs=len(tune_fit.history))
+    if example_images is None:
+        example_images = np.full((1, image_size, image_size, 3), 127.5, np.float32)
+    history = pd.concat(histories, ignore_index=True)
+    return record_model(model, history, name=backbone_name, kind="transfer", out_dir=out_dir,
+                        classes=classes, image_size=image_size, train_seconds=seconds,
+                        images_per_second=images_per_second, input_example=example_images,
+                        backbone=backbone_name, log_model=log_model, extra_metrics=extra)

@@ -1,0 +1,51 @@
+"""dogbreeds.backbones: the registry, built with random weights at the smallest size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dogbreeds import backbones
+
+
+@pytest.mark.parametrize("name", sorted(backbones.BACKBONES))
+def test_every_backbone_builds_and_preprocesses_like_keras(name):
+    entry = backbones.BACKBONES[name]
+    size = entry.min_size
+    pooled = backbones.build_backbone(name, "none", size, pooling="avg")
+    assert len(pooled.output.shape) == 2
+    x = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype(np.float32)
+    features = np.asarray(pooled(x))
+    assert features.shape == (2, pooled.output.shape[-1]) and np.isfinite(features).all()
+    spatial = backbones.build_backbone(name, None, size)
+    assert len(spatial.output.shape) == 4 and spatial.output.shape[-1] == features.shape[-1]
+    expected = entry.preprocess_input(x.copy())
+    got = np.asarray(backbones.preprocess_layer(name)(x))
+    np.testing.assert_allclose(got, expected, atol=1e-3)
+
+
+def test_image_size_for():
+    assert backbones.image_size_for("mobilenetv2", None) == 224
+    assert backbones.image_size_for("mobilenetv2", {"mobilenetv2": 160}) == 160
+    assert backbones.image_size_for("efficientnetv2s", {"mobilenetv2": 160}) == 384
+    assert backbones.image_size_for("vgg16", 96) == 96
+    with pytest.raises(ValueError, match="needs image_size >= 32"):
+        backbones.image_size_for("resnet50", 16)
+
+
+def test_unknown_backbone_and_missing_weights_fail_clearly(tmp_path):
+    with pytest.raises(ValueError, match="unknown backbone 'alexnet'"):
+        backbones.build_backbone("alexnet", None, 32)
+    with pytest.raises(FileNotFoundError, match="weights file not found"):
+        backbones.build_backbone("mobilenetv2", tmp_path / "nope.weights.h5", 32)
+    assert backbones.normalize_weights("none") is None
+    assert backbones.normalize_weights("imagenet") == "imagenet"
+
+
+def test_weights_path_loads_those_weights(tmp_path):
+    first = backbones.build_backbone("mobilenetv2", None, 32, pooling="avg")
+    path = tmp_path / "b.weights.h5"
+    first.save_weights(path)
+    second = backbones.build_backbone("mobilenetv2", path, 32, pooling="avg")
+    x = np.random.default_rng(1).uniform(-1, 1, (1, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(second(x)), np.asarray(first(x)), atol=1e-5)
