@@ -44,10 +44,11 @@ def commit_all(project: Path, message: str) -> None:
 def reproduced(tmp_path_factory, fake_archives):
     """A project whose full `dvc repro` ran once on the debug profile."""
     project = make_project(tmp_path_factory.mktemp("e2e") / "proj")
-    overrides = [f"download.checksums.{name}={sha}" for name, sha in fake_archives.checksums().items()]
+    checksums = json.dumps(fake_archives.checksums())   # JSON is YAML: one flow mapping
     with serve_directory(fake_archives.archives) as url:
         apply_profile(project / "params.yaml", project / "profiles" / "debug.yaml",
-                      [f"download.base_url={url}", "download.verify=true", *overrides])
+                      [f"download.base_url={url}", "download.verify=true",
+                       f"download.checksums={checksums}"])
         commit_all(project, "debug profile")
         result = dvc(project, "repro")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
