@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
+from conftest import SHARED
 from dogbreeds import backbones
 
 
@@ -49,3 +54,19 @@ def test_weights_path_loads_those_weights(tmp_path):
     second = backbones.build_backbone("mobilenetv2", path, 32, pooling="avg")
     x = np.random.default_rng(1).uniform(-1, 1, (1, 32, 32, 3)).astype(np.float32)
     np.testing.assert_allclose(np.asarray(second(x)), np.asarray(first(x)), atol=1e-5)
+
+
+def test_imagenet_weights_load_offline_from_a_preseeded_keras_cache():
+    """The air-gapped recipe in the README: a file in $KERAS_HOME/models is used as is."""
+    keras_home = SHARED / "weights" / "keras_home"
+    if not (keras_home / "models").is_dir():
+        pytest.skip(f"no pre-seeded Keras cache at {keras_home} (../shared/weights)")
+    # Keras reads KERAS_HOME once, at import: a fresh process is the only honest check.
+    code = ("import keras; from dogbreeds import backbones; "
+            "m = backbones.build_backbone('mobilenetv2', 'imagenet', 160, pooling='avg'); "
+            "print(m.output_shape, float(keras.ops.max(keras.ops.abs(m.get_layer('Conv1').kernel))))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "KERAS_HOME": str(keras_home)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    shape, max_weight = result.stdout.strip().rsplit(" ", 1)
+    assert shape == "(None, 1280)" and float(max_weight) > 0.1

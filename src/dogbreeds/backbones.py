@@ -118,9 +118,19 @@ def build_backbone(name: str, weights: str | Path | None, image_size: int,
     if entry.preprocess == "none":
         # EfficientNetV2 normalises inside itself: it takes raw 0-255 like our models do.
         kwargs["include_preprocessing"] = True
-    return entry.constructor(
-        include_top=False, weights=normalize_weights(weights), input_shape=(size, size, 3),
-        pooling=pooling if pooling in ("avg", "max") else None, **kwargs)
+    resolved = normalize_weights(weights)
+    try:
+        return entry.constructor(
+            include_top=False, weights=resolved, input_shape=(size, size, 3),
+            pooling=pooling if pooling in ("avg", "max") else None, **kwargs)
+    except Exception as error:  # Keras raises a bare Exception when the download fails
+        if resolved != "imagenet" or "URL fetch failure" not in str(error):
+            raise
+        raise RuntimeError(
+            f"could not download the ImageNet weights of {name} ({error}). Offline, either "
+            f"pre-seed Keras's cache ($KERAS_HOME/models, default ~/.keras/models) with the "
+            f"weights file Keras names in the error, or set train_transfer.weights to the "
+            f"path of a no-top weights file") from error
 
 
 def find_backbone(model: keras.Model) -> keras.Model:
