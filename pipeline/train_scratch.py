@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from dogbreeds.distribute import global_batch_size
 from dogbreeds import data, models, tracking, training
 from pipeline.common import load_params, project_root
 
@@ -21,8 +22,11 @@ def main() -> None:
     root = project_root()
     base, cfg = params["base"], params[STAGE]
     seed = int(base["seed"])
-    image_size, batch_size = int(cfg["image_size"]), int(cfg["batch_size"])
+    image_size = int(cfg["image_size"])
     training.seed_everything(seed)
+    strategy = training.make_strategy(base.get("distribute"))
+    # params give the per-replica batch; the global batch grows with the replicas.
+    batch_size = global_batch_size(int(cfg["batch_size"]), strategy)
 
     with tracking.stage_run(STAGE, root, params={"base": base, STAGE: cfg},
                             experiment=base["experiment"]):
@@ -32,7 +36,7 @@ def main() -> None:
         train_ds = data.make_dataset(train_df, classes, image_size, batch_size, shuffle=True,
                                      seed=seed, root=root)
         val_ds = data.make_dataset(val_df, classes, image_size, batch_size, root=root)
-        with training.make_strategy(base.get("distribute")).scope():
+        with strategy.scope():
             model = models.build_scratch_cnn(
                 len(classes), image_size, blocks=cfg["blocks"], dense=cfg["dense"],
                 dropout=float(cfg["dropout"]), learning_rate=float(cfg["learning_rate"]),

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pandas as pd
 
+from dogbreeds.distribute import global_batch_size
 from dogbreeds import data, features, tracking, training
 from dogbreeds.preprocess import load_image
 from pipeline.common import load_params, project_root
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
             work_dir=root / "checkpoints" / name, dense=cfg["dense"],
             dropout=float(cfg["dropout"]), pooling=cfg["pooling"],
             learning_rate=float(cfg["learning_rate"]), epochs=int(cfg["epochs"]),
-            batch_size=int(cfg["batch_size"]),
+            batch_size=global_batch_size(int(cfg["batch_size"]), strategy),
             early_stopping_patience=int(cfg["early_stopping_patience"]), seed=seed,
             fine_tune_layers=int(cfg.get("fine_tune_layers") or 0),
             fine_tune_epochs=int(cfg.get("fine_tune_epochs") or 0),

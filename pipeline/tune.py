@@ -8,6 +8,8 @@ finished trials; a changed search configuration gets a new project.
 
 from __future__ import annotations
 
+import os
+
 import pandas as pd
 
 from dogbreeds import data, training, tracking, tuning
@@ -22,8 +24,11 @@ def main() -> None:
     base, tune, scratch = params["base"], params["tune"], params["train_scratch"]
     seed = int(base["seed"])
     image_size = int(scratch["image_size"])
-    batch_size = int(tune["batch_size"])
     training.seed_everything(seed)
+    distribute = str(base.get("distribute") or "none")
+    strategy = None if distribute == "none" else training.make_strategy(distribute)
+    # params give the per-replica batch; the global batch grows with the replicas.
+    batch_size = int(tune["batch_size"]) * (strategy.num_replicas_in_sync if strategy else 1)
 
     with tracking.stage_run(STAGE, root, params={"base": base, "tune": tune,
                                                  "train_scratch": scratch},
@@ -46,14 +51,14 @@ def main() -> None:
             "batch_size": batch_size, "seed": seed, "model": fixed, "classes": classes,
             "data": tuning.data_fingerprint(train_df, val_df),
         })
-        distribute = str(base.get("distribute") or "none")
-        strategy = None if distribute == "none" else training.make_strategy(distribute)
         tuner = tuning.make_tuner(
             tune["algorithm"], hypermodel, max_trials=int(tune["max_trials"]),
             epochs=int(tune["epochs"]), seed=seed, directory=root / "checkpoints" / STAGE,
             project=project, strategy=strategy)
 
         result = tuning.run_search(tuner, train_ds, val_ds, epochs=int(tune["epochs"]))
+        if os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief":
+            return  # a distributed-tuning worker: the chief retrains and writes the outputs
         record = tuning.best_hyperparameters_record(
             result, algorithm=tune["algorithm"], project=project, fixed=fixed)
         out_dir = root / tune["output"]

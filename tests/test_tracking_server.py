@@ -191,5 +191,5 @@ def test_server_lost_before_recording_keeps_local_results(tmp_path, monkeypatch)
     assert len((out / "history.csv").read_text().splitlines()) == 1 + 2  # header + 2 epochs
     if not (out / "metrics.json").is_file():
         pytest.xfail("training.record_model writes metrics.json and card.json only after "
-                     "MLflow logging succeeded (see docs/scaling.md, 'Faults')")
+                     "MLflow logging succeeded (docs/scaling.md, 'When the server is down')")
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 2

@@ -42,23 +42,10 @@ def seed_everything(seed: int) -> None:
 
 
 def make_strategy(name: str | None) -> tf.distribute.Strategy:
-    """The ``tf.distribute`` strategy named by ``base.distribute``.
+    """The ``tf.distribute`` strategy named by ``base.distribute`` (see :mod:`dogbreeds.distribute`)."""
+    from dogbreeds.distribute import make_strategy as _make
 
-    ``none`` → the default (single-device) strategy; ``mirrored`` → all local devices;
-    ``multi_worker`` → ``MultiWorkerMirroredStrategy`` configured by ``TF_CONFIG``.
-    Build and compile models inside ``strategy.scope()``.
-
-    Raises:
-        ValueError: for an unknown name.
-    """
-    name = (name or "none").lower()
-    if name == "none":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"unknown distribute strategy {name!r}: none | mirrored | multi_worker")
+    return _make(name)
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):
@@ -258,6 +245,10 @@ def _keras_flavor_example_fix():
         keras_save._save_example = original
 
 
+def write_json(path: Path, data: dict) -> None:
+    Path(path).write_text(json.dumps(data, indent=2) + "\n")
+
+
 def record_model(model: keras.Model, history: pd.DataFrame, *, name: str, kind: str,
                  out_dir: Path, classes: list[str], image_size: int, train_seconds: float,
                  images_per_second: float, input_example: np.ndarray,
@@ -286,6 +277,13 @@ def record_model(model: keras.Model, history: pd.DataFrame, *, name: str, kind: 
         metrics["val_top5_accuracy"] = float(best["val_top5_accuracy"])
     metrics.update(extra_metrics or {})
     model.save(out_dir / "model.keras")
+    run = mlflow.active_run()
+    card = {"name": name, "kind": kind, "backbone": backbone, "classes": list(classes),
+            "image_size": int(image_size), "mlflow_run_id": run.info.run_id if run else None,
+            "model_uri": None, "params": n_params}
+    # Local results first: a tracking server lost from here on must not lose them.
+    write_json(out_dir / "metrics.json", metrics)
+    write_json(out_dir / "card.json", card)
 
     figure = training_curves(history)
     figure.savefig(out_dir / "curves.png", dpi=100, bbox_inches="tight")
@@ -308,13 +306,8 @@ def record_model(model: keras.Model, history: pd.DataFrame, *, name: str, kind: 
                 model, name="model", signature=signature, input_example=example,
                 metadata={"classes": list(classes), "image_size": int(image_size),
                           "kind": kind, "backbone": backbone})
-        model_uri = info.model_uri
-    run = mlflow.active_run()
-    card = {"name": name, "kind": kind, "backbone": backbone, "classes": list(classes),
-            "image_size": int(image_size), "mlflow_run_id": run.info.run_id if run else None,
-            "model_uri": model_uri, "params": n_params}
-    (out_dir / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        card["model_uri"] = info.model_uri
+        write_json(out_dir / "card.json", card)
     mlflow.log_dict(card, "card.json")
     return metrics
 
