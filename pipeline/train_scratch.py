@@ -31,11 +31,9 @@ def main() -> None:
     with tracking.stage_run(STAGE, root, params={"base": base, STAGE: cfg},
                             experiment=base["experiment"]):
         df = pd.read_parquet(root / params["augment"]["output"] / "dataset.parquet")
-        classes = data.class_names(df)
-        train_df, val_df, _ = data.training_frames(df, use_augmented=bool(cfg["use_augmented"]))
-        train_ds = data.make_dataset(train_df, classes, image_size, batch_size, shuffle=True,
-                                     seed=seed, root=root)
-        val_ds = data.make_dataset(val_df, classes, image_size, batch_size, root=root)
+        classes, train_df, val_df, train_ds, val_ds = data.train_val_datasets(
+            df, image_size, batch_size, use_augmented=bool(cfg["use_augmented"]), seed=seed,
+            root=root)
         with strategy.scope():
             model = models.build_scratch_cnn(
                 len(classes), image_size, blocks=cfg["blocks"], dense=cfg["dense"],

@@ -34,11 +34,9 @@ def main() -> None:
                                                  "train_scratch": scratch},
                             experiment=base["experiment"]):
         df = pd.read_parquet(root / params["augment"]["output"] / "dataset.parquet")
-        classes = data.class_names(df)
-        train_df, val_df, _ = data.training_frames(df, use_augmented=bool(scratch["use_augmented"]))
-        train_ds = data.make_dataset(train_df, classes, image_size, batch_size, shuffle=True,
-                                     seed=seed, root=root)
-        val_ds = data.make_dataset(val_df, classes, image_size, batch_size, root=root)
+        classes, train_df, val_df, train_ds, val_ds = data.train_val_datasets(
+            df, image_size, batch_size, use_augmented=bool(scratch["use_augmented"]), seed=seed,
+            root=root)
 
         space = tuning.SearchSpace.from_params(tune["search_space"])
         fixed = {"image_size": image_size, "pooling": scratch["pooling"],

@@ -20,13 +20,23 @@ SAMPLE_DIR = SHARED / "data" / "stanford-dogs-sample"
 SHARED_WEIGHTS = SHARED / "weights" / "mobilenetv2_1.00_160_notop.weights.h5"
 
 
+MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_mlflow(monkeypatch, tmp_path):
-    """No test writes to a real tracking server or to the repo's own mlflow.db."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    """No test writes to a real tracking server or to the repo's own mlflow.db.
+
+    ``mlflow.set_tracking_uri`` exports MLFLOW_TRACKING_URI for subprocesses: a test that
+    configures MLflow in-process would leak its store into later tests' stage subprocesses,
+    so the variables are cleared before and after every test.
+    """
+    for name in (*MLFLOW_ENV, "DVC_EXP_NAME"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    yield
+    for name in MLFLOW_ENV:
+        os.environ.pop(name, None)
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +82,7 @@ def dvc_bin() -> str:
 
 def venv_env(**extra: str) -> dict[str, str]:
     """Environment for subprocesses: the venv's bin first on PATH (`python -m pipeline.x`)."""
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k not in MLFLOW_ENV}  # see _isolated_mlflow
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(extra)
     return env

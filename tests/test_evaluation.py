@@ -173,8 +173,10 @@ def test_evaluate_stage_reports_compares_and_registers(tmp_path):
                                   f"tags.`mlflow.parentRunId` = '{stage[0].info.run_id}'")
     assert {r.data.tags["dogbreeds.training_run_id"] for r in children} == {"run-s", "run-m"}
 
-    # Same models, same data: a new version is registered but the tie keeps the champion.
+    # Same models, same data: the selected training run is already version 1, so nothing
+    # new is registered and the aliases stay.
     second = run_stage(tmp_path)
-    assert "as challenger" in second.stdout
+    assert "unchanged" in second.stdout
     registered = client.get_registered_model("dogs-e2e")
-    assert {k: str(v) for k, v in registered.aliases.items()} == {"champion": "1", "challenger": "2"}
+    assert {k: str(v) for k, v in registered.aliases.items()} == {"champion": "1"}
+    assert len(client.search_model_versions("name = 'dogs-e2e'")) == 1

@@ -8,6 +8,7 @@ identical pixels in training and in production.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -98,6 +99,27 @@ def make_dataset(df: pd.DataFrame, classes: list[str], image_size: int, batch_si
 
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+class TrainVal(NamedTuple):
+    """What a from-scratch training needs from the dataset table."""
+
+    classes: list[str]
+    train_df: pd.DataFrame
+    val_df: pd.DataFrame
+    train: tf.data.Dataset      # shuffled, batched images + labels
+    val: tf.data.Dataset
+
+
+def train_val_datasets(df: pd.DataFrame, image_size: int, batch_size: int, *,
+                       use_augmented: bool, seed: int, root: Path = Path(".")) -> TrainVal:
+    """Classes, train/val frames and their streaming datasets (see :func:`training_frames`)."""
+    classes = class_names(df)
+    train_df, val_df, _ = training_frames(df, use_augmented=use_augmented)
+    train_ds = make_dataset(train_df, classes, image_size, batch_size, shuffle=True, seed=seed,
+                            root=root)
+    val_ds = make_dataset(val_df, classes, image_size, batch_size, root=root)
+    return TrainVal(classes, train_df, val_df, train_ds, val_ds)
 
 
 def array_dataset(features: np.ndarray, labels: np.ndarray, batch_size: int, *,

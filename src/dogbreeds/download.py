@@ -286,7 +286,8 @@ def fetch_first(urls: Sequence[str], name: str, cache_dir: Path, *, timeout: flo
 # --------------------------------------------------------------------------- verification
 
 
-def _hash_file(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """Streamed SHA-256 of a file, always computed (:func:`file_sha256` may use a sidecar)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -319,7 +320,7 @@ def file_sha256(path: Path) -> str:
     cached = read_sidecar(path)
     if cached and isinstance(cached.get("sha256"), str):
         return cached["sha256"]
-    digest = _hash_file(path)
+    digest = sha256_of(path)
     write_sidecar(path, digest)
     return digest
 

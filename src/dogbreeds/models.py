@@ -98,7 +98,9 @@ def build_scratch_cnn(num_classes: int, image_size: int, blocks: list[dict], den
     for i, block in enumerate(blocks):
         x = keras.layers.Conv2D(int(block["filters"]), int(block["kernel"]), padding="same",
                                 use_bias=False, name=f"block{i}_conv")(x)
-        x = keras.layers.BatchNormalization(name=f"block{i}_bn")(x)
+        # momentum 0.9 (Keras: 0.99): with a few dozen steps per epoch the default moving
+        # statistics lag for many epochs and validation sees a constant-class network.
+        x = keras.layers.BatchNormalization(momentum=0.9, name=f"block{i}_bn")(x)
         x = keras.layers.ReLU(name=f"block{i}_relu")(x)
         x = keras.layers.MaxPooling2D(name=f"block{i}_pool")(x)
     x = pooling_layer(pooling)(x)

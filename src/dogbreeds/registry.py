@@ -32,6 +32,8 @@ import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from dogbreeds.download import sha256_of
+
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 TAG_TEST_ACCURACY = "test_accuracy"
@@ -77,18 +79,10 @@ def decide_promotion(new_score: float, champion_score: float | None,
                    f"({gain:+.4f}): not better by at least {min_improvement}")
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def test_data_hash(test_df: pd.DataFrame, root: Path = Path(".")) -> str:
     """A hash of the test set's content: every photo's path, breed and bytes (order-free)."""
     lines = sorted(
-        f"{path}\t{breed}\t{file_sha256(Path(root) / path)}"
+        f"{path}\t{breed}\t{sha256_of(Path(root) / path)}"
         for path, breed in zip(test_df["path"], test_df["breed"])
     )
     return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
