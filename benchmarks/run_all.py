@@ -1,0 +1,44 @@
+"""Run every benchmark (each in its own process), then draw ``docs/benchmarks.png``.
+
+    python -m benchmarks.run_all [--only transfer_cache input_pipeline] [--skip dvc_noop]
+
+Order: the cheap ones first; each writes ``benchmarks/results/<name>.json``. A failing
+benchmark is reported and the others still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+from benchmarks.common import ROOT, load
+
+BENCHMARKS = ["transfer_cache", "input_pipeline", "metadata", "train_memory", "dvc_noop",
+              "inference", "accuracy"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", nargs="+", choices=BENCHMARKS)
+    parser.add_argument("--skip", nargs="+", choices=BENCHMARKS, default=[])
+    args = parser.parse_args(argv)
+    failed = []
+    for name in args.only or BENCHMARKS:
+        if name in args.skip:
+            continue
+        print(f"=== {name} (load avg {load()})", flush=True)
+        start = time.perf_counter()
+        code = subprocess.run([sys.executable, "-m", f"benchmarks.{name}"], cwd=ROOT).returncode
+        print(f"=== {name}: exit {code} after {time.perf_counter() - start:.0f} s", flush=True)
+        if code:
+            failed.append(name)
+    subprocess.run([sys.executable, "-m", "benchmarks.plot"], cwd=ROOT)
+    if failed:
+        print(f"failed: {failed}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

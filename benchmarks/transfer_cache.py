@@ -1,0 +1,192 @@
+"""Transfer learning: head on cached features vs recomputing the frozen backbone every epoch.
+
+Same images, same split, same head, same seed, same number of epochs, in one process:
+
+(a) cached — one backbone pass over every image (:func:`dogbreeds.features.compute_feature_cache`,
+    what the ``features`` stage runs), then the head trains on the vectors
+    (:func:`dogbreeds.models.build_head` + :func:`dogbreeds.data.array_dataset`);
+(b) recompute — the full model (:func:`dogbreeds.models.build_transfer_model`, backbone frozen)
+    trains on the images (:func:`dogbreeds.data.make_dataset`): the frozen backbone runs over
+    every image again in every epoch, for training and validation.
+
+Then the real stage path on the same cache: save + load the cache and
+:func:`dogbreeds.training.train_transfer` with the ``train_transfer`` params of params.yaml
+(head fit with early stopping, assembling the full model, ``model.keras``, curves, MLflow run
+and logged model into a temporary SQLite store), divided by the one backbone pass (the floor).
+
+Inputs: the real 4-breed sample (``../shared/data/stanford-dogs-sample/images.tar``), else
+synthetic photos; MobileNetV2 at 160 px with the offline weights in ``../shared/weights``
+(else random init: ``weights none``; timing is the same, accuracy is not meaningful).
+
+    python -m benchmarks.transfer_cache [--per-breed 100] [--epochs 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+from benchmarks.common import (MOBILENET_WEIGHTS, ROOT, add_split, load, ratio, sample_images,
+                               synthetic_tree, timed, write_result)
+
+NAME = "transfer_cache"
+BACKBONE = "mobilenetv2"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--per-breed", type=int, default=100, help="images per breed (sample)")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--image-size", type=int, default=160)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--val-fraction", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--name", default=NAME, help="results file name (without .json)")
+    parser.add_argument("--skip-stage", action="store_true",
+                        help="skip the train_transfer stage / one-pass floor measurement")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    load_before = load()
+    os.environ.pop("MLFLOW_TRACKING_URI", None)  # the stage run goes to a temporary store
+
+    from dogbreeds import features, training
+    from dogbreeds.data import array_dataset, class_names, make_dataset
+    from dogbreeds.models import build_head, build_transfer_model
+
+    df = sample_images(args.per_breed)
+    source = "stanford-dogs-sample (real photos)"
+    if df is None:
+        df = synthetic_tree("transfer", 4 * args.per_breed, 4, (500, 375), jitter=60)
+        source = "synthetic 500x375 JPEGs (sample archive absent)"
+    df = add_split(df, args.val_fraction, args.seed)
+    classes = class_names(df)
+    train_df = df[df["split"] == "train"].reset_index(drop=True)
+    val_df = df[df["split"] == "val"].reset_index(drop=True)
+    weights = str(MOBILENET_WEIGHTS) if MOBILENET_WEIGHTS.is_file() else "none"
+    size, batch, epochs = args.image_size, args.batch_size, args.epochs
+    head_cfg = {"dense": [256], "dropout": 0.3, "pooling": "avg", "learning_rate": 1e-3}
+    print(f"{NAME}: {len(train_df)} train + {len(val_df)} val images of {len(classes)} breeds "
+          f"({source}), {BACKBONE} @ {size}px, weights {Path(weights).name}, {epochs} epochs")
+
+    # (a) one backbone pass + head on cached vectors.
+    training.seed_everything(args.seed)
+    with timed() as t_pass:
+        by_split, index, meta, extractor = features.compute_feature_cache(
+            df, classes, BACKBONE, weights, size, "avg", batch, Path("/"))
+    n_images = meta["n"]
+    training.seed_everything(args.seed)
+    head = build_head(by_split["train"].shape[1:], len(classes), head_cfg["dense"],
+                      head_cfg["dropout"], head_cfg["pooling"], head_cfg["learning_rate"])
+    train_labels = index.loc[index["split"] == "train", "label"].to_numpy()
+    val_labels = index.loc[index["split"] == "val", "label"].to_numpy()
+    with timed() as t_head:
+        hist_a = head.fit(array_dataset(by_split["train"], train_labels, batch, shuffle=True,
+                                        seed=args.seed),
+                          validation_data=array_dataset(by_split["val"], val_labels, batch),
+                          epochs=epochs, verbose=0)
+    cached_seconds = t_pass["seconds"] + t_head["seconds"]
+    acc_a = float(hist_a.history["val_accuracy"][-1])
+    print(f"  (a) cached:    backbone pass {t_pass['seconds']:.1f} s "
+          f"(predict {meta['seconds']:.1f} s, {meta['images_per_second']:.1f} img/s) + head "
+          f"{epochs} epochs {t_head['seconds']:.2f} s = {cached_seconds:.1f} s; "
+          f"val_accuracy {acc_a:.3f}")
+
+    # (b) the frozen backbone recomputed on every image in every epoch.
+    training.seed_everything(args.seed)
+    head_b = build_head(by_split["train"].shape[1:], len(classes), head_cfg["dense"],
+                        head_cfg["dropout"], head_cfg["pooling"], head_cfg["learning_rate"])
+    with timed() as t_full:
+        model = build_transfer_model(BACKBONE, weights, size, head_b, pooling="avg",
+                                     learning_rate=head_cfg["learning_rate"])
+        hist_b = model.fit(make_dataset(train_df, classes, size, batch, shuffle=True,
+                                        seed=args.seed),
+                           validation_data=make_dataset(val_df, classes, size, batch),
+                           epochs=epochs, verbose=0)
+    acc_b = float(hist_b.history["val_accuracy"][-1])
+    speedup = ratio(t_full["seconds"], cached_seconds)
+    print(f"  (b) recompute: {t_full['seconds']:.1f} s; val_accuracy {acc_b:.3f}")
+    print(f"  cached is {speedup:.2f}x faster than recomputing (target >= 5x); "
+          f"head-only training is {ratio(t_full['seconds'], t_head['seconds']):.0f}x faster")
+
+    result = {
+        "inputs": {"source": source, "n_train": len(train_df), "n_val": len(val_df),
+                   "classes": classes, "backbone": BACKBONE, "image_size": size,
+                   "weights": Path(weights).name, "epochs": epochs, "batch_size": batch},
+        "cached": {"backbone_pass_seconds": round(t_pass["seconds"], 3),
+                   "backbone_predict_seconds": meta["seconds"],
+                   "backbone_images_per_second": meta["images_per_second"],
+                   "head_seconds": round(t_head["seconds"], 3),
+                   "total_seconds": round(cached_seconds, 3), "val_accuracy": acc_a},
+        "recompute": {"total_seconds": round(t_full["seconds"], 3), "val_accuracy": acc_b,
+                      "images_per_second": round(
+                          (len(train_df) + len(val_df)) * epochs / t_full["seconds"], 3)},
+        "ratio_recompute_over_cached": speedup,
+        "target_ratio_min": 5.0,
+        "val_accuracy_difference": round(acc_a - acc_b, 4),
+    }
+    del model, hist_b
+
+    if not args.skip_stage:
+        result["stage"] = stage_vs_floor(by_split, index, meta, extractor, t_pass["seconds"],
+                                         args.seed)
+    write_result(args.name, result, load_before)
+    return result
+
+
+def stage_vs_floor(by_split, index, meta, extractor, pass_seconds: float, seed: int) -> dict:
+    """features (pass + save) + train_transfer (real stage code, params.yaml values) vs the pass.
+
+    The floor is the backbone pass alone (building the extractor included, as in the stage):
+    no pipeline can do a frozen-backbone model in less than one look at every image.
+    """
+    import yaml
+
+    from dogbreeds import backbones, features, tracking, training
+
+    cfg = yaml.safe_load((ROOT / "params.yaml").read_text())["train_transfer"]
+    with tempfile.TemporaryDirectory(prefix="bench-stage-") as tmp:
+        tmp = Path(tmp)
+        with timed() as t_save:
+            features.save_feature_cache(tmp / "features", by_split, index, meta,
+                                        backbone=backbones.find_backbone(extractor))
+        with timed() as t_train:
+            with tracking.stage_run("train_transfer", tmp, params={"train_transfer": cfg},
+                                    experiment="bench"):
+                cache = features.load_feature_cache(tmp / "features")
+                metrics = training.train_transfer(
+                    cache, backbone_name=BACKBONE, out_dir=tmp / "models" / BACKBONE,
+                    work_dir=tmp / "checkpoints", dense=cfg["dense"],
+                    dropout=float(cfg["dropout"]), pooling=cfg["pooling"],
+                    learning_rate=float(cfg["learning_rate"]), epochs=int(cfg["epochs"]),
+                    batch_size=int(cfg["batch_size"]),
+                    early_stopping_patience=int(cfg["early_stopping_patience"]), seed=seed,
+                    verbose=0)
+    stage_seconds = pass_seconds + t_save["seconds"] + t_train["seconds"]
+    out = {
+        "features_stage_seconds": round(pass_seconds + t_save["seconds"], 3),
+        "train_transfer_stage_seconds": round(t_train["seconds"], 3),
+        "head_fit_seconds": metrics["head_seconds"], "head_epochs": metrics["head_epochs"],
+        "record_and_log_seconds": round(t_train["seconds"] - metrics["head_seconds"], 3),
+        "one_pass_floor_seconds": round(pass_seconds, 3),
+        "stage_val_accuracy": metrics["val_accuracy"],
+        "ratio_stage_over_floor": ratio(stage_seconds, pass_seconds),
+        "ratio_pass_plus_head_over_floor": ratio(pass_seconds + metrics["head_seconds"],
+                                                 pass_seconds),
+        "target_ratio_max": 1.5,
+    }
+    print(f"  stage: features {out['features_stage_seconds']:.1f} s + train_transfer "
+          f"{out['train_transfer_stage_seconds']:.1f} s (head fit {metrics['head_seconds']:.1f} s "
+          f"over {metrics['head_epochs']} epochs, record/log model "
+          f"{out['record_and_log_seconds']:.1f} s) = {out['ratio_stage_over_floor']:.2f}x the "
+          f"one-pass floor {pass_seconds:.1f} s (pass + head alone "
+          f"{out['ratio_pass_plus_head_over_floor']:.2f}x; target <= 1.5x)")
+    return out
+
+
+if __name__ == "__main__":
+    main()
