@@ -104,7 +104,7 @@ def test_fit_and_record_learns_and_records_everything(tree, tmp_path):
 def _scratch_project(tmp_path: Path) -> Path:
     """A project dir where `python -m pipeline.train_scratch` runs on fake data."""
     project = tmp_path / "project"
-    project.mkdir()
+    project.mkdir(parents=True)
     files = fakedata.make_tree(project, per_breed=30, size=48)
     df = fakedata.dataset_frame(project, files, val=4, test=2)
     (project / "data" / "augmented").mkdir(parents=True)
@@ -116,9 +116,35 @@ def _scratch_project(tmp_path: Path) -> Path:
     return project
 
 
+# Determinism policy (README, "Reproducibility"): same seed and data give the same split and
+# augmentation bit for bit; training metrics agree within this tolerance on CPU.
+VAL_ACCURACY_TOLERANCE = 0.1
+LOSS_RELATIVE_TOLERANCE = 1e-3
+
+
+def _fit_losses(tree, seed: int) -> list[float]:
+    root, df = tree
+    classes = data.class_names(df)
+    train_df, val_df, _ = data.training_frames(df, use_augmented=False)
+    training.seed_everything(seed)
+    train_ds = data.make_dataset(train_df, classes, 32, 8, shuffle=True, seed=seed, root=root)
+    val_ds = data.make_dataset(val_df, classes, 32, 8, root=root)
+    model = models.build_scratch_cnn(len(classes), 32, TINY_BLOCKS, [16], 0.1, 3e-3,
+                                     augmentation={"flip": True}, seed=seed)
+    history = model.fit(train_ds, validation_data=val_ds, epochs=2, verbose=0)
+    return history.history["loss"] + history.history["val_loss"]
+
+
+def test_same_seed_same_data_gives_the_same_training_within_tolerance(tree):
+    first, again = _fit_losses(tree, seed=3), _fit_losses(tree, seed=3)
+    assert first == pytest.approx(again, rel=LOSS_RELATIVE_TOLERANCE)
+    assert _fit_losses(tree, seed=4) != pytest.approx(first, rel=LOSS_RELATIVE_TOLERANCE)
+
+
 @pytest.mark.slow
 def test_killed_training_resumes_from_last_finished_epoch(tmp_path):
     project = _scratch_project(tmp_path)
+    reference = _scratch_project(tmp_path / "uninterrupted")
     env = venv_env(PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
     cmd = [sys.executable, "-m", "pipeline.train_scratch"]
     meta = project / "checkpoints" / "scratch" / training.BACKUP_DIR / "training_metadata.json"
@@ -152,3 +178,11 @@ def test_killed_training_resumes_from_last_finished_epoch(tmp_path):
     assert run.data.tags["resumed_from_epoch"] == str(k)
     steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_loss"))
     assert steps == list(range(1, 11))
+
+    # The same result as a run that was never interrupted, within the stated tolerance.
+    whole = subprocess.run(cmd, cwd=reference, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    expected = json.loads((reference / "models/scratch/metrics.json").read_text())
+    assert abs(metrics["val_accuracy"] - expected["val_accuracy"]) <= VAL_ACCURACY_TOLERANCE
+    assert metrics["epochs"] == expected["epochs"]
