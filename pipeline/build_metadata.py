@@ -7,7 +7,6 @@ created) and ``<output>/summary.json``.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ import mlflow
 import numpy as np
 
 from dogbreeds import figures, metadata, tracking
+from dogbreeds.jsonfile import write_json
 from pipeline.common import load_params, project_root
 
 STAGE = "build_metadata"
@@ -57,7 +57,7 @@ def main() -> None:
         converted.to_csv(root / converted_dir / "index.csv", index=False)
         metadata.write_table(df, root / out_dir / "images.parquet")
         summary = metadata.summarize(df)
-        (root / out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(root / out_dir / "summary.json", summary)
 
         mlflow.log_metrics({"images": summary["images"], "usable": summary["usable"],
                             "breeds": summary["breeds"], "scan_seconds": scan_seconds,

@@ -9,7 +9,6 @@ decision). The selected model (best *validation* metric) is registered in MLflow
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import mlflow
 import pandas as pd
 
 from dogbreeds import evaluation, registry, tracking
+from dogbreeds.jsonfile import write_json
 from pipeline.common import load_params, project_root
 
 STAGE = "evaluate"
@@ -130,7 +130,7 @@ def main() -> None:
                          "value": chosen_row[ev["select_metric"]]},
             "registry": {k: v for k, v in decision.as_dict().items() if v is not None},
         }
-        (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        write_json(out / "metrics.json", summary)
         mlflow.log_artifact(str(out / "metrics.json"))
     print(f"registered {decision.model_name} version {decision.version} as {decision.alias}: "
           f"{decision.reason}")

@@ -6,11 +6,11 @@ Reads ``<build_metadata.output>/images.parquet`` (and, for ``method: official``,
 
 from __future__ import annotations
 
-import json
 
 import mlflow
 
 from dogbreeds import figures, metadata, split, tracking
+from dogbreeds.jsonfile import write_json
 from pipeline.common import load_params, project_root
 
 STAGE = "split"
@@ -31,7 +31,7 @@ def main() -> None:
                                      cfg["seed"], cfg["folds"], official=official)
         metadata.write_table(result, out_dir / "split.parquet")
         summary = split.summarize(result)
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(out_dir / "summary.json", summary)
 
         mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, int)})
         mlflow.log_dict(summary, "summary.json")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from dogbreeds.distribute import global_batch_size
 from dogbreeds import data, models, tracking, training
+from dogbreeds.distribute import global_batch_size
 from pipeline.common import load_params, project_root
 
 STAGE = "train_scratch"

@@ -12,8 +12,8 @@ import sys
 import numpy as np
 import pandas as pd
 
-from dogbreeds.distribute import global_batch_size
 from dogbreeds import data, features, tracking, training
+from dogbreeds.distribute import global_batch_size
 from dogbreeds.preprocess import load_image
 from pipeline.common import load_params, project_root
 

@@ -13,6 +13,7 @@ import os
 import pandas as pd
 
 from dogbreeds import data, training, tracking, tuning
+from dogbreeds.jsonfile import write_json
 from pipeline.common import load_params, project_root
 
 STAGE = "tune"
@@ -60,7 +61,7 @@ def main() -> None:
         record = tuning.best_hyperparameters_record(
             result, algorithm=tune["algorithm"], project=project, fixed=fixed)
         out_dir = root / tune["output"]
-        tuning.write_json(out_dir / "best_hyperparameters.json", record)
+        write_json(out_dir / "best_hyperparameters.json", record)
         tuning.log_search(result, record)
 
         training.seed_everything(seed)

@@ -31,6 +31,8 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
+from dogbreeds.jsonfile import write_json
+
 log = logging.getLogger(__name__)
 
 # Columns of the comparison table, in display order.
@@ -220,7 +222,7 @@ def write_model_report(result: Evaluation, out_dir: Path) -> dict[str, Path]:
         "predictions": out_dir / "predictions.csv",
         "confusion": out_dir / "confusion_matrix.png",
     }
-    files["metrics"].write_text(json.dumps(result.metrics, indent=2) + "\n", encoding="utf-8")
+    write_json(files["metrics"], result.metrics)
     result.report.to_csv(files["report"], index=False, float_format="%.4f")
     result.pairs.to_csv(files["pairs"], index=False, float_format="%.4f")
     result.predictions[["actual", "predicted", "path", "probability"]].to_csv(

@@ -25,6 +25,7 @@ import pandas as pd
 
 from dogbreeds.backbones import build_backbone, preprocess_layer
 from dogbreeds.data import SPLITS, labels_for, make_dataset
+from dogbreeds.jsonfile import write_json
 
 BACKBONE_WEIGHTS = "backbone.weights.h5"
 INDEX_COLUMNS = ["path", "breed", "split", "label", "origin"]
@@ -163,7 +164,7 @@ def save_feature_cache(out_dir: Path, features_by_split: dict[str, np.ndarray],
     if backbone is not None:
         backbone.save_weights(out_dir / BACKBONE_WEIGHTS)
         meta = {**meta, "backbone_weights": BACKBONE_WEIGHTS}
-    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_json(out_dir / "meta.json", meta)
     return out_dir
 
 

@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from dogbreeds.jsonfile import write_json
+
 HISTORY_COLUMNS = ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
 EPOCH_LOG = "epochs.csv"
 BACKUP_DIR = "backup"
@@ -245,10 +247,6 @@ def _keras_flavor_example_fix():
         keras_save._save_example = original
 
 
-def write_json(path: Path, data: dict) -> None:
-    Path(path).write_text(json.dumps(data, indent=2) + "\n")
-
-
 def record_model(model: keras.Model, history: pd.DataFrame, *, name: str, kind: str,
                  out_dir: Path, classes: list[str], image_size: int, train_seconds: float,
                  images_per_second: float, input_example: np.ndarray,
@@ -296,7 +294,6 @@ def record_model(model: keras.Model, history: pd.DataFrame, *, name: str, kind: 
                                               "val_loss") else k: float(v)
                         for k, v in metrics.items() if isinstance(v, (int, float))})
     mlflow.log_artifact(str(out_dir / "history.csv"))
-    model_uri = None
     if log_model:
         from mlflow.models import infer_signature
 

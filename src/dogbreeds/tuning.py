@@ -21,7 +21,7 @@ import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ import mlflow
 import pandas as pd
 
 from dogbreeds import models, tracking
+from dogbreeds.jsonfile import write_json
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +211,7 @@ class _MlflowTrials:
         tracking.log_params(trial.hyperparameters.values)
         runs = self.trial_runs()
         runs[str(trial.trial_id)] = run.info.run_id
-        _write_json(Path(self.project_dir) / _RUNS_FILE, runs)
+        write_json(Path(self.project_dir) / _RUNS_FILE, runs)
 
     def on_epoch_end(self, trial, model, epoch, logs=None) -> None:
         super().on_epoch_end(trial, model, epoch, logs=logs)
@@ -358,7 +359,7 @@ def run_search(tuner: kt.Tuner, train_ds: Any, val_ds: Any, *, epochs: int,
         raise RuntimeError(
             f"all {len(trials)} tuning trials failed (keras-tuner project "
             f"{tuner.project_dir}); last error:\n{detail}")
-    best = tuner.oracle.get_best_trials(1)[0]
+    best = best_trial(tuner)
     values = model_hyperparameters(best.hyperparameters.values)
     return SearchResult(
         best_trial_id=str(best.trial_id),
@@ -442,6 +443,23 @@ def log_search(result: SearchResult, record: Mapping[str, Any]) -> None:
     mlflow.log_dict(dict(record), "tune/best_hyperparameters.json")
 
 
+def best_trial(tuner: kt.Tuner):
+    """The best completed trial; ties go to the earliest trial.
+
+    keras-tuner's own ranking leaves ties in load order, which differs when a search is
+    resumed from disk: the tie-break keeps the choice stable across resumes.
+    """
+    done = [t for t in tuner.oracle.trials.values()
+            if t.status == "COMPLETED" and t.score is not None]
+    sign = -1.0 if tuner.oracle.objective.direction == "max" else 1.0
+
+    def order(trial) -> tuple:
+        tid = str(trial.trial_id)
+        return (sign * float(trial.score), int(tid) if tid.isdigit() else 0, tid)
+
+    return min(done, key=order)
+
+
 def build_best_model(tuner: kt.Tuner, strategy: Any = None) -> keras.Model:
     """A fresh (untrained) model with the best trial's hyperparameters.
 
@@ -449,24 +467,8 @@ def build_best_model(tuner: kt.Tuner, strategy: Any = None) -> keras.Model:
         strategy: optional ``tf.distribute.Strategy`` to build (and compile) the model under.
     """
     keras.backend.clear_session()  # drop the last trial's graph state
-    best = tuner.get_best_hyperparameters(1)[0]
+    best = best_trial(tuner).hyperparameters
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         return tuner.hypermodel.build(best)
 
 
-def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Write ``data`` as indented JSON, creating the folder."""
-    _write_json(path, data)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    if hasattr(value, "__dataclass_fields__"):
-        return asdict(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
