@@ -22,7 +22,7 @@ def main() -> None:
     root = project_root()
     base, cfg = params["base"], params[STAGE]
     seed = int(base["seed"])
-    image_size = int(cfg["image_size"])
+    image_size = int(cfg.get("image_size") or params["data"]["image_size"])
     training.seed_everything(seed)
     strategy = training.make_strategy(base.get("distribute"))
     # params give the per-replica batch; the global batch grows with the replicas.

@@ -24,7 +24,7 @@ def main() -> None:
     root = project_root()
     base, tune, scratch = params["base"], params["tune"], params["train_scratch"]
     seed = int(base["seed"])
-    image_size = int(scratch["image_size"])
+    image_size = int(scratch.get("image_size") or params["data"]["image_size"])
     training.seed_everything(seed)
     distribute = str(base.get("distribute") or "none")
     strategy = None if distribute == "none" else training.make_strategy(distribute)

@@ -7,6 +7,7 @@ Heavy modules (TensorFlow, MLflow) are imported inside each command so that ``--
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -87,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # TensorFlow's C++ info/warning lines (oneDNN, CPU flags, a rejected file's decode error)
+    # mean nothing to the people using these commands; errors are still printed.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

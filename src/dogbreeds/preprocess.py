@@ -31,8 +31,8 @@ def resize(image: tf.Tensor, size: int) -> tf.Tensor:
     gain that photos downscaled 2–3× barely show. Training and inference share it, so
     whatever it does, they do alike.
     """
-    image = tf.image.resize(tf.cast(image, tf.float32), (size, size), method="bilinear")
-    return tf.clip_by_value(image, 0.0, 255.0)
+    # Bilinear weights are a convex combination: the result stays within 0-255, no clip needed.
+    return tf.image.resize(image, (size, size), method="bilinear")
 
 
 def load_image(path: tf.Tensor, size: int) -> tf.Tensor:
