@@ -37,6 +37,18 @@ def test_make_strategy():
         training.make_strategy("tpu")
 
 
+def test_a_backup_resumes_only_into_the_same_model_and_optimizer():
+    def build(dropout=0.1, lr=1e-3, filters=8):
+        return models.build_scratch_cnn(3, 32, [{"filters": filters, "kernel": 3}], [16],
+                                        dropout, lr, seed=0)
+
+    same = training.model_fingerprint(build())
+    assert training.model_fingerprint(build()) == same        # layer names differ, still same
+    assert training.model_fingerprint(build(lr=3e-3)) != same
+    assert training.model_fingerprint(build(dropout=0.4)) != same
+    assert training.model_fingerprint(build(filters=16)) != same
+
+
 def test_read_epoch_log_keeps_the_last_repeat(tmp_path):
     log = tmp_path / "epochs.csv"
     log.write_text("epoch,loss\n0,3.0\n1,2.0\n1,1.5\n2,1.0\n")

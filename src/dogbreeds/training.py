@@ -87,13 +87,20 @@ class FitResult:
 
 
 def model_fingerprint(model: keras.Model) -> str:
-    """Hash of the architecture (layer types and weight shapes), independent of layer names.
+    """Hash of the architecture (layer types, weight shapes, dropout rates) and the optimizer
+    (type, learning rate), independent of layer names.
 
-    A backup is only resumed into the same architecture; auto-generated layer names change
-    from process to process, so they are left out.
+    A backup is only resumed into the same model and optimizer settings; auto-generated layer
+    names change from process to process, so they are left out.
     """
-    parts = [(type(layer).__name__, [tuple(w.shape) for w in layer.weights])
-             for layer in model._flatten_layers(include_self=False)]
+    parts: list = [(type(layer).__name__, [tuple(w.shape) for w in layer.weights],
+                    getattr(layer, "rate", None))  # dropout rates: a tuned value, not a shape
+                   for layer in model._flatten_layers(include_self=False)]
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None:  # a changed learning rate must not resume the old run
+        rate = optimizer.get_config().get("learning_rate")
+        parts.append((type(optimizer).__name__,
+                      float(rate) if isinstance(rate, (int, float)) else str(rate)))
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
