@@ -31,8 +31,11 @@ def _isolated_mlflow(monkeypatch, tmp_path):
     configures MLflow in-process would leak its store into later tests' stage subprocesses,
     so the variables are cleared before and after every test.
     """
-    for name in (*MLFLOW_ENV, "DVC_EXP_NAME"):
-        monkeypatch.delenv(name, raising=False)
+    # Popped outright, not monkeypatch.delenv: monkeypatch would restore a leaked value at
+    # teardown and hand it to the next module's fixtures.
+    for name in MLFLOW_ENV:
+        os.environ.pop(name, None)
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     yield
     for name in MLFLOW_ENV:
