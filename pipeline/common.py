@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,3 +20,11 @@ def load_params(path: Path | str = PARAMS_FILE) -> dict[str, Any]:
     """The whole params.yaml as a dict."""
     with open(path, encoding="utf-8") as f:
         return yaml.safe_load(f) or {}
+
+
+def backbone_argument(stage: str, argv: list[str] | None = None) -> str:
+    """The one positional argument of a per-backbone stage (`python -m pipeline.<stage> NAME`)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        raise SystemExit(f"usage: python -m pipeline.{stage} <backbone>")
+    return argv[0]

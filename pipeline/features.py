@@ -8,23 +8,18 @@ images, so changing head params reruns only that stage.
 
 from __future__ import annotations
 
-import sys
-
 import mlflow
 import pandas as pd
 
 from dogbreeds import backbones, data, features, tracking, training
-from pipeline.common import load_params, project_root
+from pipeline.common import backbone_argument, load_params, project_root
 
 STAGE = "features"
 PARAMS = ("weights", "image_size", "pooling", "use_augmented", "batch_size", "features_dir")
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        raise SystemExit("usage: python -m pipeline.features <backbone>")
-    name = argv[0]
+    name = backbone_argument(STAGE, argv)
     params = load_params()
     root = project_root()
     base, cfg = params["base"], params["train_transfer"]

@@ -7,24 +7,19 @@ model takes raw 0–255 images. Work state lives in ``checkpoints/<backbone>/``.
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pandas as pd
 
 from dogbreeds import data, features, tracking, training
 from dogbreeds.distribute import global_batch_size
 from dogbreeds.preprocess import load_image
-from pipeline.common import load_params, project_root
+from pipeline.common import backbone_argument, load_params, project_root
 
 STAGE = "train_transfer"
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        raise SystemExit("usage: python -m pipeline.train_transfer <backbone>")
-    name = argv[0]
+    name = backbone_argument(STAGE, argv)
     params = load_params()
     root = project_root()
     base, cfg = params["base"], params[STAGE]
