@@ -14,9 +14,8 @@ from dogbreeds import data
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tree")
-    files = fakedata.make_tree(root, per_breed=8, size=40)
-    return root, fakedata.dataset_frame(root, files, val=2, test=2)
+    return fakedata.dataset_tree(tmp_path_factory.mktemp("tree"), per_breed=8, size=40,
+                                 val=2, test=2)
 
 
 def test_class_names_sorted_unique():

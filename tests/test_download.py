@@ -199,31 +199,22 @@ def test_dropped_connection_is_resumed_with_range(big_file, tmp_path):
     assert 0 < resumed_from <= 400_000
 
 
-def test_existing_part_is_resumed_not_restarted(big_file, tmp_path):
+@pytest.mark.parametrize("part,server_options", [
+    pytest.param("first 123456 bytes", {}, id="existing part resumed, not restarted"),
+    pytest.param("1000 foreign bytes", {"ignore_range": True},
+                 id="server ignoring Range: restart cleanly, never append"),
+    pytest.param("whole file", {}, id="complete part answered 416 is kept"),
+])
+def test_a_part_file_is_resumed_with_range(big_file, tmp_path, part, server_options):
+    content = big_file.read_bytes()
+    start = {"first 123456 bytes": content[:123_456], "1000 foreign bytes": b"x" * 1000,
+             "whole file": content}[part]
     dest = tmp_path / "images.tar"
-    download.part_path(dest).write_bytes(big_file.read_bytes()[:123_456])
-    with DirectoryServer(big_file.parent) as server:
+    download.part_path(dest).write_bytes(start)
+    with DirectoryServer(big_file.parent, **server_options) as server:
         fetch(server.url + "images.tar", dest, timeout=5, retries=1, progress=False)
-    assert [r.range for r in server.requests] == ["bytes=123456-"]
-    assert dest.read_bytes() == big_file.read_bytes()
-
-
-def test_server_ignoring_range_restarts_cleanly(big_file, tmp_path):
-    dest = tmp_path / "images.tar"
-    download.part_path(dest).write_bytes(b"x" * 1000)  # would corrupt the file if appended to
-    with DirectoryServer(big_file.parent, ignore_range=True) as server:
-        fetch(server.url + "images.tar", dest, timeout=5, retries=1, progress=False)
-    assert [r.range for r in server.requests] == ["bytes=1000-"]
-    assert dest.read_bytes() == big_file.read_bytes()
-
-
-def test_complete_part_answered_416_is_kept(big_file, tmp_path):
-    dest = tmp_path / "images.tar"
-    download.part_path(dest).write_bytes(big_file.read_bytes())
-    with DirectoryServer(big_file.parent) as server:
-        fetch(server.url + "images.tar", dest, timeout=5, retries=1, progress=False)
-    assert [r.range for r in server.requests] == ["bytes=600000-"]
-    assert dest.read_bytes() == big_file.read_bytes()
+    assert [r.range for r in server.requests] == [f"bytes={len(start)}-"]
+    assert dest.read_bytes() == content
 
 
 def test_every_attempt_dropped_gives_up_after_retries(big_file, tmp_path):

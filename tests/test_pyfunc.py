@@ -19,12 +19,8 @@ from dogbreeds import pyfunc, tracking
 def logged(tmp_path_factory):
     """A tiny trained classifier logged with log_classifier into a SQLite store."""
     root = tmp_path_factory.mktemp("pyfunc")
-    keras_file = root / "model.keras"
-    tm.train_tiny_model(keras_file)
-    tracking.configure(root, "pyfunc-test")
-    info = pyfunc.log_classifier(keras_file, tm.CLASSES, tm.SIZE, metadata={"kind": "scratch"},
-                                 example_image=tm.breed_jpeg("papillon"))
-    mlflow.end_run()
+    info = tm.log_tiny_classifier(root, "pyfunc-test", metadata={"kind": "scratch"},
+                                  example_image=tm.breed_jpeg("papillon"))
     return root, info
 
 

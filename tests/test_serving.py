@@ -14,12 +14,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import mlflow
 import pytest
 
 import tiny_models as tm
 from conftest import venv_env
-from dogbreeds import pyfunc, tracking
+from dogbreeds import tracking
 
 pytestmark = pytest.mark.slow
 NAME = "dogbreeds-serve-test"
@@ -44,12 +43,8 @@ def post(url: str, body: dict) -> tuple[int, dict]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
-    keras_file = root / "model.keras"
-    tm.train_tiny_model(keras_file)
-    tracking.configure(root, "serve-test")
-    with mlflow.start_run():
-        pyfunc.log_classifier(keras_file, tm.CLASSES, tm.SIZE, registered_model_name=NAME,
-                              example_image=tm.breed_jpeg("Chihuahua"))
+    tm.log_tiny_classifier(root, "serve-test", registered_model_name=NAME,
+                           example_image=tm.breed_jpeg("Chihuahua"))
     port = free_port()
     log = open(root / "serve.log", "w")
     # Its own session: teardown stops the server and its uvicorn worker together.

@@ -23,9 +23,8 @@ TINY_BLOCKS = [{"filters": 8, "kernel": 3}, {"filters": 16, "kernel": 3}]
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tree")
-    files = fakedata.make_tree(root, per_breed=16, size=40)
-    return root, fakedata.dataset_frame(root, files, val=4, test=2)
+    return fakedata.dataset_tree(tmp_path_factory.mktemp("tree"), per_breed=16, size=40,
+                                 val=4, test=2)
 
 
 def test_make_strategy():

@@ -53,6 +53,22 @@ def train_tiny_model(path: Path, classes: list[str] = CLASSES, epochs: int = 40,
     return model
 
 
+def log_tiny_classifier(root: Path, experiment: str, *, keras_file: Path | None = None,
+                        **log_kwargs):
+    """Train the tiny model and log it with ``dogbreeds.pyfunc.log_classifier`` into the
+    SQLite store of ``root`` (one finished run); ``log_kwargs`` go to ``log_classifier``
+    (``registered_model_name``, ``example_image``, ``metadata``). Returns its ModelInfo."""
+    import mlflow
+
+    from dogbreeds import pyfunc, tracking
+
+    keras_file = keras_file or root / "model.keras"
+    train_tiny_model(keras_file)
+    tracking.configure(root, experiment)
+    with mlflow.start_run():
+        return pyfunc.log_classifier(keras_file, CLASSES, SIZE, **log_kwargs)
+
+
 def write_model_dir(models_dir: Path, name: str, keras_file: Path, *, val_accuracy: float,
                     val_loss: float = 0.5, kind: str = "scratch", backbone: str | None = None,
                     run_id: str = "") -> Path:

@@ -37,19 +37,13 @@ def build_registry(workdir: Path) -> TinyRegistry:
     import mlflow
 
     from dogbreeds import tracking
-    from dogbreeds.pyfunc import log_classifier
 
     held_out = fakedata.make_tree(workdir / "photos", per_breed=2, size=48, seed=1)
-    keras_path = workdir / "model.keras"
-    tiny_models.train_tiny_model(keras_path)
     classes = tiny_models.CLASSES
-
     root = workdir / "project"
     root.mkdir()
-    tracking.configure(root, "tests")
-    with mlflow.start_run(run_name="tiny"):
-        info = log_classifier(keras_path, classes, tiny_models.SIZE,
-                              registered_model_name=MODEL_NAME)
+    info = tiny_models.log_tiny_classifier(root, "tests", keras_file=workdir / "model.keras",
+                                           registered_model_name=MODEL_NAME)
     mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, "champion",
                                                      str(info.registered_model_version))
     photos = {folder.split("-", 1)[1]: [workdir / "photos" / "Images" / f for f in files]
