@@ -44,7 +44,8 @@ def main() -> None:
             epochs=int(cfg["epochs"]), classes=classes, image_size=image_size,
             n_train_images=len(train_df),
             early_stopping_patience=int(cfg["early_stopping_patience"]),
-            work_dir=root / "checkpoints" / "scratch")
+            work_dir=root / "checkpoints" / "scratch",
+            data_key=data.frames_fingerprint(train_df, val_df, root=root))
         print(f"{STAGE}: val_accuracy {metrics['val_accuracy']:.3f} after {metrics['epochs']} "
               f"epochs ({metrics['params']:,} params)")
 

@@ -7,12 +7,10 @@ model takes raw 0–255 images. Work state lives in ``checkpoints/<backbone>/``.
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from dogbreeds import data, features, tracking, training
 from dogbreeds.distribute import global_batch_size
-from dogbreeds.preprocess import load_image
 from pipeline.common import backbone_argument, load_params, project_root
 
 STAGE = "train_transfer"
@@ -29,17 +27,12 @@ def main(argv: list[str] | None = None) -> None:
                             experiment=base["experiment"], run_name=f"{STAGE}@{name}",
                             extra_tags={"backbone": name}):
         cache = features.load_feature_cache(root / cfg["features_dir"] / name)
-        image_size = int(cache.meta["image_size"])
         frames = None
         fine_tune = int(cfg.get("fine_tune_layers") or 0) > 0
         if fine_tune:
             df = pd.read_parquet(root / params["augment"]["output"] / "dataset.parquet")
             train_df, val_df, _ = data.training_frames(df, bool(cfg["use_augmented"]))
             frames = (train_df, val_df)
-        example_path = cache.index.loc[cache.index["split"] == "val", "path"].head(1)
-        example = None
-        if len(example_path) and (root / example_path.iloc[0]).is_file():
-            example = np.asarray(load_image(str(root / example_path.iloc[0]), image_size))[None]
         strategy = training.make_strategy(base.get("distribute"))
         metrics = training.train_transfer(
             cache, backbone_name=name, out_dir=root / cfg["output"] / name,
@@ -48,10 +41,12 @@ def main(argv: list[str] | None = None) -> None:
             learning_rate=float(cfg["learning_rate"]), epochs=int(cfg["epochs"]),
             batch_size=global_batch_size(int(cfg["batch_size"]), strategy),
             early_stopping_patience=int(cfg["early_stopping_patience"]), seed=seed,
+            head_batch_size=global_batch_size(int(cfg.get("head_batch_size") or cfg["batch_size"]),
+                                              strategy),
             fine_tune_layers=int(cfg.get("fine_tune_layers") or 0),
             fine_tune_epochs=int(cfg.get("fine_tune_epochs") or 0),
             fine_tune_learning_rate=float(cfg.get("fine_tune_learning_rate") or 1e-5),
-            image_frames=frames, root=root, example_images=example, strategy=strategy)
+            image_frames=frames, root=root, strategy=strategy)
         print(f"{STAGE}@{name}: val_accuracy {metrics['val_accuracy']:.3f} "
               f"(head {metrics['head_seconds']:.1f} s vs backbone pass "
               f"{metrics['backbone_pass_seconds']:.1f} s)")

@@ -38,6 +38,7 @@ def main() -> None:
         classes, train_df, val_df, train_ds, val_ds = data.train_val_datasets(
             df, image_size, batch_size, use_augmented=bool(scratch["use_augmented"]), seed=seed,
             root=root)
+        data_key = data.frames_fingerprint(train_df, val_df, root=root)
 
         space = tuning.SearchSpace.from_params(tune["search_space"])
         fixed = {"image_size": image_size, "pooling": scratch["pooling"],
@@ -48,7 +49,7 @@ def main() -> None:
         project = tuning.project_name(tune["algorithm"], {
             "search_space": tune["search_space"], "epochs": tune["epochs"],
             "batch_size": batch_size, "seed": seed, "model": fixed, "classes": classes,
-            "data": tuning.data_fingerprint(train_df, val_df),
+            "data": data_key,
         })
         tuner = tuning.make_tuner(
             tune["algorithm"], hypermodel, max_trials=int(tune["max_trials"]),
@@ -71,7 +72,7 @@ def main() -> None:
             out_dir=out_dir, epochs=int(tune["final_epochs"]), classes=classes,
             image_size=image_size, n_train_images=len(train_df),
             early_stopping_patience=int(scratch["early_stopping_patience"]),
-            work_dir=root / "checkpoints" / "scratch_tuned",
+            work_dir=root / "checkpoints" / "scratch_tuned", data_key=data_key,
             extra_metrics={"tune_best_val_accuracy": result.best_score,
                            "tune_trials": record["trials"]["completed"]})
 

@@ -95,3 +95,17 @@ def test_make_dataset_throughput(tree, capsys):
     with capsys.disabled():
         print(f"\nmake_dataset: {rate:.0f} images/s (40-px JPEGs -> 128 px)")
     assert n == len(big)
+
+
+def test_frames_fingerprint_changes_with_the_training_data(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"12345")
+    (tmp_path / "b.jpg").write_bytes(b"123")
+    df = pd.DataFrame({"path": ["a.jpg", "b.jpg"], "breed": ["x", "y"]})
+    key = data.frames_fingerprint(df, df[:1])
+    assert data.frames_fingerprint(df[::-1], df[:1]) == key          # row order: same data
+    assert data.frames_fingerprint(df[:1], df) != key                  # moved between frames
+    assert data.frames_fingerprint(df.assign(breed="x"), df[:1]) != key  # relabelled
+    sized = data.frames_fingerprint(df, root=tmp_path)
+    assert data.frames_fingerprint(df, root=tmp_path) == sized
+    (tmp_path / "b.jpg").write_bytes(b"1234")                          # regenerated in place
+    assert data.frames_fingerprint(df, root=tmp_path) != sized

@@ -92,11 +92,14 @@ def test_head_trains_on_the_cache_alone(cache_dir, tmp_path, capsys):
             metrics = training.train_transfer(
                 cache, backbone_name=BACKBONE, out_dir=tmp_path / "model",
                 work_dir=tmp_path / "work", dense=[32], dropout=0.1, pooling="avg",
-                learning_rate=3e-3, epochs=25, batch_size=8, early_stopping_patience=25,
-                seed=0, log_model=False, verbose=0)
+                learning_rate=3e-3, epochs=25, batch_size=8, head_batch_size=4,
+                early_stopping_patience=25, seed=0, log_model=False, verbose=0)
     finally:
         shutil.move(str(hidden), work / "Images")
     assert metrics["val_accuracy"] > 0.6, metrics  # chance is 1/3
+    assert metrics["head_batch_size"] == 4
+    # The head is redone, not resumed, after a kill: no per-epoch weight files were written.
+    assert not list((tmp_path / "work" / "head").glob("**/*.h5"))
     history = pd.read_csv(tmp_path / "model" / "history.csv")
     assert set(history["phase"]) == {"head"} and history["loss"].iloc[-1] < history["loss"].iloc[0]
     with capsys.disabled():

@@ -137,3 +137,14 @@ def test_head_change_reuses_the_feature_cache(reproduced):
     assert aliases.get("champion") in (1, 2)
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     assert "train_transfer@mobilenetv2" in lock["stages"]
+
+
+def test_adding_a_backbone_leaves_the_other_heads_alone(reproduced):
+    project, _ = reproduced
+    apply_profile(project / "params.yaml", None,
+                  ["train_transfer.backbones=[mobilenetv2, efficientnetv2b0]"])
+    result = dvc(project, "status", "--json")
+    assert result.returncode == 0, result.stderr[-4000:]
+    changed = set(json.loads(result.stdout))
+    assert {"features@efficientnetv2b0", "train_transfer@efficientnetv2b0"} <= changed
+    assert not changed & {"features@mobilenetv2", "train_transfer@mobilenetv2"}, changed

@@ -182,8 +182,7 @@ def test_server_lost_before_recording_keeps_local_results(tmp_path, monkeypatch)
                     training.record_model(
                         tiny_model(), fit.history, name="scratch", kind="scratch",
                         out_dir=out, classes=tiny_models.CLASSES, image_size=tiny_models.SIZE,
-                        train_seconds=fit.seconds, images_per_second=1.0,
-                        input_example=training.sample_input(val_ds))
+                        train_seconds=fit.seconds, images_per_second=1.0)
                 finally:
                     elapsed = time.monotonic() - start
     assert elapsed < 60  # bounded retries, not a hang

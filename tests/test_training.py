@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -57,11 +58,9 @@ def test_read_epoch_log_keeps_the_last_repeat(tmp_path):
 
 def test_fit_and_record_learns_and_records_everything(tree, tmp_path):
     root, df = tree
-    classes = data.class_names(df)
-    train_df, val_df, _ = data.training_frames(df, use_augmented=False)
     training.seed_everything(0)
-    train_ds = data.make_dataset(train_df, classes, 32, 8, shuffle=True, seed=0, root=root)
-    val_ds = data.make_dataset(val_df, classes, 32, 8, root=root)
+    classes, train_df, _, train_ds, val_ds = data.train_val_datasets(
+        df, 32, 8, use_augmented=False, seed=0, root=root)
     model = models.build_scratch_cnn(len(classes), 32, TINY_BLOCKS, [16], 0.1, 3e-3,
                                      augmentation={"flip": True}, seed=0)
     out = tmp_path / "models" / "scratch"
@@ -107,7 +106,10 @@ def test_fit_and_record_learns_and_records_everything(tree, tmp_path):
     info = mlflow.models.get_model_info(card["model_uri"])
     assert info.signature is not None and info.metadata["classes"] == classes
     assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 32, 32, 3]
-    assert info.saved_input_example_info is not None
+    assert list(info.signature.outputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, len(classes)]
+    served = mlflow.pyfunc.load_model(card["model_uri"])  # the signature accepts a real batch
+    probs = np.asarray(served.predict(np.full((2, 32, 32, 3), 127.5, np.float32)))
+    assert probs.shape == (2, len(classes)) and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
     assert not (tmp_path / "work" / training.BACKUP_DIR).exists()  # Keras removes it on success
 
 
@@ -134,15 +136,30 @@ LOSS_RELATIVE_TOLERANCE = 1e-3
 
 def _fit_losses(tree, seed: int) -> list[float]:
     root, df = tree
-    classes = data.class_names(df)
-    train_df, val_df, _ = data.training_frames(df, use_augmented=False)
     training.seed_everything(seed)
-    train_ds = data.make_dataset(train_df, classes, 32, 8, shuffle=True, seed=seed, root=root)
-    val_ds = data.make_dataset(val_df, classes, 32, 8, root=root)
+    classes, _, _, train_ds, val_ds = data.train_val_datasets(
+        df, 32, 8, use_augmented=False, seed=seed, root=root)
     model = models.build_scratch_cnn(len(classes), 32, TINY_BLOCKS, [16], 0.1, 3e-3,
                                      augmentation={"flip": True}, seed=seed)
     history = model.fit(train_ds, validation_data=val_ds, epochs=2, verbose=0)
     return history.history["loss"] + history.history["val_loss"]
+
+
+def test_a_fit_without_backups_still_ends_on_its_best_epoch(tree, tmp_path):
+    root, df = tree
+    training.seed_everything(0)
+    classes, _, _, train_ds, val_ds = data.train_val_datasets(
+        df, 32, 8, use_augmented=False, seed=0, root=root)
+    # A learning rate high enough that val_loss does not fall every epoch.
+    model = models.build_scratch_cnn(len(classes), 32, TINY_BLOCKS, [16], 0.1, 3e-2, seed=0)
+    with tracking.stage_run("t", tmp_path, experiment="t"):
+        fit = training.fit_resumable(model, train_ds, val_ds, epochs=8, work_dir=tmp_path / "w",
+                                     early_stopping_patience=8, resumable=False, verbose=0)
+    assert not list((tmp_path / "w").glob("**/*.h5"))  # no backup, no best-weights file
+    assert len(fit.history) == 8
+    assert fit.history["val_loss"].idxmin() < 7  # so ending on the best epoch is a restore
+    assert model.evaluate(val_ds, verbose=0, return_dict=True)["loss"] == pytest.approx(
+        fit.history["val_loss"].min(), rel=1e-4)
 
 
 def test_same_seed_same_data_gives_the_same_training_within_tolerance(tree):
@@ -151,14 +168,11 @@ def test_same_seed_same_data_gives_the_same_training_within_tolerance(tree):
     assert _fit_losses(tree, seed=4) != pytest.approx(first, rel=LOSS_RELATIVE_TOLERANCE)
 
 
-@pytest.mark.slow
-def test_killed_training_resumes_from_last_finished_epoch(tmp_path):
-    project = _scratch_project(tmp_path)
-    reference = _scratch_project(tmp_path / "uninterrupted")
-    env = venv_env(PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
-    cmd = [sys.executable, "-m", "pipeline.train_scratch"]
+def _kill_training_after_two_epochs(project: Path) -> int:
+    """Start `pipeline.train_scratch` in ``project``, SIGKILL it once ≥ 2 epochs are backed
+    up; return the backed-up epochs."""
     meta = project / "checkpoints" / "scratch" / training.BACKUP_DIR / "training_metadata.json"
-    first = subprocess.Popen(cmd, cwd=project, env=env, stdout=subprocess.PIPE,
+    first = subprocess.Popen(SCRATCH_CMD, cwd=project, env=_stage_env(), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and first.poll() is None:
@@ -171,6 +185,22 @@ def test_killed_training_resumes_from_last_finished_epoch(tmp_path):
     first.wait()
     k = training.backed_up_epochs(meta.parents[1])
     assert 2 <= k < 10
+    return k
+
+
+SCRATCH_CMD = [sys.executable, "-m", "pipeline.train_scratch"]
+
+
+def _stage_env() -> dict:
+    return venv_env(PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_from_last_finished_epoch(tmp_path):
+    project = _scratch_project(tmp_path)
+    reference = _scratch_project(tmp_path / "uninterrupted")
+    env, cmd = _stage_env(), SCRATCH_CMD
+    k = _kill_training_after_two_epochs(project)
 
     second = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True,
                             timeout=600)
@@ -196,3 +226,22 @@ def test_killed_training_resumes_from_last_finished_epoch(tmp_path):
     expected = json.loads((reference / "models/scratch/metrics.json").read_text())
     assert abs(metrics["val_accuracy"] - expected["val_accuracy"]) <= VAL_ACCURACY_TOLERANCE
     assert metrics["epochs"] == expected["epochs"]
+
+
+@pytest.mark.slow
+def test_killed_training_starts_afresh_when_the_data_changed(tmp_path):
+    """A backup is of one model on one dataset: after a relabelled image it is not resumed."""
+    project = _scratch_project(tmp_path)
+    _kill_training_after_two_epochs(project)
+    table = project / "data" / "augmented" / "dataset.parquet"
+    df = pd.read_parquet(table)
+    first_train = df.index[df["split"] == "train"][0]
+    df.loc[first_train, "breed"] = df.loc[df["breed"] != df.loc[first_train, "breed"],
+                                          "breed"].iloc[0]
+    df.to_parquet(table)
+    again = subprocess.run(SCRATCH_CMD, cwd=project, env=_stage_env(), capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Epoch 1/10" in again.stdout
+    metrics = json.loads((project / "models" / "scratch" / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] == 0

@@ -7,6 +7,8 @@ identical pixels in training and in production.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import NamedTuple
 
@@ -67,6 +69,23 @@ def resolve_paths(paths: pd.Series | list[str], root: Path) -> list[str]:
     """Paths relative to the project root → strings TensorFlow can open."""
     root = Path(root)
     return [str(p) if Path(p).is_absolute() else str(root / p) for p in paths]
+
+
+def frames_fingerprint(*frames: pd.DataFrame, root: Path | None = None) -> str:
+    """Hash of each frame's (path, breed) rows, and with ``root`` of each file's size.
+
+    Changes when the training data does: another split, a relabelled image, or (sizes) an
+    augmented copy regenerated under the same path. Not mtimes: a DVC checkout rewrites files
+    with new mtimes but the same bytes. Row order does not matter; frame order does.
+    """
+    h = hashlib.sha256()
+    for frame in frames:
+        paths = frame["path"].astype(str)
+        sizes = ([Path(p).stat().st_size for p in resolve_paths(paths, root)]
+                 if root is not None else [None] * len(frame))
+        h.update(json.dumps(sorted(zip(paths, frame["breed"].astype(str), sizes))).encode())
+        h.update(b"|")
+    return h.hexdigest()[:16]
 
 
 def make_dataset(df: pd.DataFrame, classes: list[str], image_size: int, batch_size: int, *,

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from dogbreeds.backbones import build_backbone, preprocess_layer
-from dogbreeds.data import SPLITS, labels_for, make_dataset
+from dogbreeds.data import SPLITS, frames_fingerprint, labels_for, make_dataset
 from dogbreeds.jsonfile import write_json
 
 BACKBONE_WEIGHTS = "backbone.weights.h5"
@@ -86,16 +86,10 @@ def extract_features(df: pd.DataFrame, backbone_name: str, weights, image_size: 
 
 
 def input_fingerprint(df: pd.DataFrame, root: Path, settings: dict) -> str:
-    """Hash of what the features depend on: file paths and sizes, and the settings.
-
-    Not mtimes: a DVC checkout rewrites files with new mtimes but the same bytes.
-    """
-    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    for path in df["path"]:
-        file = Path(path) if Path(path).is_absolute() else Path(root) / path
-        stat = file.stat()
-        h.update(f"{path}|{stat.st_size}\n".encode())
-    return h.hexdigest()[:16]
+    """Hash of what a feature cache depends on: the rows and their files
+    (:func:`dogbreeds.data.frames_fingerprint`) and the settings."""
+    text = json.dumps(settings, sort_keys=True, default=str) + frames_fingerprint(df, root=root)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def cache_frames(df: pd.DataFrame, use_augmented: bool) -> pd.DataFrame:

@@ -8,11 +8,9 @@ call the two halves themselves.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -146,7 +144,8 @@ def prepare_work_dir(work_dir: Path, fingerprint: str) -> bool:
 
 def fit_resumable(model: keras.Model, train_ds, val_ds, *, epochs: int, work_dir: Path,
                   early_stopping_patience: int, offset: int = 0, phase: str | None = None,
-                  monitor: str = "val_loss", verbose: int = 2) -> FitResult:
+                  monitor: str = "val_loss", resumable: bool = True, data_key: str = "",
+                  verbose: int = 2) -> FitResult:
     """``model.fit`` that resumes after a kill and ends with the best epoch's weights.
 
     Callbacks: CSVLogger (append: the epoch log survives restarts), ModelCheckpoint of the
@@ -157,9 +156,16 @@ def fit_resumable(model: keras.Model, train_ds, val_ds, *, epochs: int, work_dir
     On resume the epochs already done are re-logged to the (new) MLflow run so it holds the
     whole curve, and the best-checkpoint threshold starts at the best val_loss so far.
     EarlyStopping's patience counter restarts at the resume (Keras does not back it up).
+
+    A backup resumes only into the same model and optimizer (:func:`model_fingerprint`) and
+    the same ``data_key`` (e.g. :func:`dogbreeds.data.frames_fingerprint` of the train and
+    val frames): data changed after a kill means a fresh start, not old weights continued.
+
+    ``resumable=False`` drops the two per-epoch weight writes (backup + best checkpoint) for
+    a fit that is cheaper to redo than to back up; EarlyStopping still ends on the best epoch.
     """
     work_dir = Path(work_dir)
-    resuming = prepare_work_dir(work_dir, model_fingerprint(model))
+    resuming = prepare_work_dir(work_dir, f"{model_fingerprint(model)}-{data_key}")
     log_path = work_dir / EPOCH_LOG
     resumed_from = backed_up_epochs(work_dir) if resuming else 0
     previous = read_epoch_log(log_path)
@@ -171,12 +177,16 @@ def fit_resumable(model: keras.Model, train_ds, val_ds, *, epochs: int, work_dir
             MlflowEpochLogger(offset, phase).on_epoch_end(int(row["epoch"]), row.drop("epoch").to_dict())
         mlflow.set_tag(f"resumed_from_epoch{'.' + phase if phase else ''}", str(resumed_from))
     best_path = work_dir / BEST_WEIGHTS
-    callbacks = [
-        keras.callbacks.CSVLogger(str(log_path), append=True),
-        keras.callbacks.ModelCheckpoint(str(best_path), monitor=monitor, save_best_only=True,
-                                        save_weights_only=True,
-                                        initial_value_threshold=threshold),
-        keras.callbacks.BackupAndRestore(str(work_dir / BACKUP_DIR), double_checkpoint=True),
+    callbacks: list[keras.callbacks.Callback] = [
+        keras.callbacks.CSVLogger(str(log_path), append=True)]
+    if resumable:
+        callbacks += [
+            keras.callbacks.ModelCheckpoint(str(best_path), monitor=monitor,
+                                            save_best_only=True, save_weights_only=True,
+                                            initial_value_threshold=threshold),
+            keras.callbacks.BackupAndRestore(str(work_dir / BACKUP_DIR),
+                                             double_checkpoint=True)]
+    callbacks += [
         keras.callbacks.EarlyStopping(monitor=monitor, patience=int(early_stopping_patience),
                                       restore_best_weights=True),
         MlflowEpochLogger(offset, phase),
@@ -216,10 +226,20 @@ def model_summary(model: keras.Model) -> str:
     return "\n".join(lines)
 
 
-def sample_input(dataset, n: int = 1) -> np.ndarray:
-    """The first ``n`` images of an (images, labels) dataset, as float32 0–255."""
-    images = next(iter(dataset))[0] if dataset is not None else None
-    return np.asarray(images[:n], dtype=np.float32)
+def keras_signature(model: keras.Model):
+    """The logged model's signature from its own input/output shapes (batch axis -1).
+
+    Built from the shapes rather than by ``infer_signature`` on a prediction: a first
+    ``predict`` traces the whole backbone, seconds for nothing the shapes don't already say.
+    """
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    def spec(tensor) -> TensorSpec:
+        return TensorSpec(np.dtype(np.float32), (-1, *(int(d) for d in tensor.shape[1:])))
+
+    return ModelSignature(inputs=Schema([spec(model.inputs[0])]),
+                          outputs=Schema([spec(model.outputs[0])]))
 
 
 def write_history(history: pd.DataFrame, path: Path) -> pd.DataFrame:
@@ -234,35 +254,18 @@ def write_history(history: pd.DataFrame, path: Path) -> pd.DataFrame:
     return history
 
 
-@contextlib.contextmanager
-def _keras_flavor_example_fix():
-    """Work around MLflow 3.17.2's Keras flavour writing the input example into the model
-    folder before creating it (``FileNotFoundError: .../model/input_example.json``): create
-    the folder first. Scoped to one ``log_model`` call; harmless once MLflow fixes it."""
-    import mlflow.keras.save as keras_save
-
-    original = keras_save._save_example
-
-    def save_example(mlflow_model, input_example, path, *args, **kwargs):
-        os.makedirs(path, exist_ok=True)
-        return original(mlflow_model, input_example, path, *args, **kwargs)
-
-    keras_save._save_example = save_example
-    try:
-        yield
-    finally:
-        keras_save._save_example = original
-
-
 def record_model(model: keras.Model, history: pd.DataFrame, *, name: str, kind: str,
                  out_dir: Path, classes: list[str], image_size: int, train_seconds: float,
-                 images_per_second: float, input_example: np.ndarray,
-                 backbone: str | None = None, log_model: bool = True,
+                 images_per_second: float, backbone: str | None = None, log_model: bool = True,
                  extra_metrics: dict | None = None) -> dict:
     """Write ``out_dir/{model.keras, history.csv, curves.png, metrics.json, card.json}``
     and log the same to the active MLflow run. Returns the metrics dict.
 
     Metrics are the best epoch's (the weights the model keeps), not the last epoch's.
+    The Keras model is logged with its signature but no input example: MLflow would reload
+    the model and predict on the example to validate it (~4 s per model, measured), and the
+    served model (:mod:`dogbreeds.pyfunc`, logged by ``evaluate``) carries a real photo as its
+    example.
     """
     from dogbreeds.figures import training_curves  # matplotlib only when recording
     from dogbreeds.pyfunc import pip_requirements
@@ -293,7 +296,7 @@ def record_model(model: keras.Model, history: pd.DataFrame, *, name: str, kind: 
 
     figure = training_curves(history)
     figure.savefig(out_dir / "curves.png", dpi=100, bbox_inches="tight")
-    mlflow.log_figure(figure, "curves.png")
+    mlflow.log_artifact(str(out_dir / "curves.png"))  # the same file: rendered once
 
     summary = model_summary(model)
     mlflow.log_text(summary, "model_summary.txt")
@@ -302,18 +305,13 @@ def record_model(model: keras.Model, history: pd.DataFrame, *, name: str, kind: 
                         for k, v in metrics.items() if isinstance(v, (int, float))})
     mlflow.log_artifact(str(out_dir / "history.csv"))
     if log_model:
-        from mlflow.models import infer_signature
-
-        example = np.asarray(input_example, dtype=np.float32)
-        signature = infer_signature(example, np.asarray(model.predict(example, verbose=0)))
-        with _keras_flavor_example_fix():
-            info = mlflow.keras.log_model(
-                model, name="model", signature=signature, input_example=example,
-                # Explicit pins: otherwise MLflow infers them in a subprocess that imports
-                # TensorFlow again (~13 s per model, measured).
-                pip_requirements=pip_requirements(),
-                metadata={"classes": list(classes), "image_size": int(image_size),
-                          "kind": kind, "backbone": backbone})
+        info = mlflow.keras.log_model(
+            model, name="model", signature=keras_signature(model),
+            # Explicit pins: otherwise MLflow infers them in a subprocess that imports
+            # TensorFlow again (~13 s per model, measured).
+            pip_requirements=pip_requirements(),
+            metadata={"classes": list(classes), "image_size": int(image_size),
+                      "kind": kind, "backbone": backbone})
         card["model_uri"] = info.model_uri
         write_json(out_dir / "card.json", card)
     mlflow.log_dict(card, "card.json")
@@ -324,7 +322,8 @@ def fit_and_record(model: keras.Model, train_ds, val_ds, *, name: str, kind: str
                    out_dir: Path, epochs: int, classes: list[str], image_size: int,
                    n_train_images: int, early_stopping_patience: int, work_dir: Path,
                    backbone: str | None = None, log_model: bool = True,
-                   extra_metrics: dict | None = None, verbose: int = 2) -> dict:
+                   extra_metrics: dict | None = None, data_key: str = "",
+                   verbose: int = 2) -> dict:
     """Train ``model`` (resumably) and record it: files in ``out_dir`` + the MLflow run.
 
     Must run inside an active MLflow run (:func:`dogbreeds.tracking.stage_run`). See
@@ -334,23 +333,22 @@ def fit_and_record(model: keras.Model, train_ds, val_ds, *, name: str, kind: str
         The metrics dict also written to ``out_dir/metrics.json``.
     """
     result = fit_resumable(model, train_ds, val_ds, epochs=epochs, work_dir=work_dir,
-                           early_stopping_patience=early_stopping_patience, verbose=verbose)
+                           early_stopping_patience=early_stopping_patience, data_key=data_key,
+                           verbose=verbose)
     images_per_second = n_train_images * result.epochs_run / max(result.seconds, 1e-9)
     return record_model(
         model, result.history, name=name, kind=kind, out_dir=out_dir, classes=classes,
         image_size=image_size, train_seconds=result.seconds,
-        images_per_second=images_per_second, input_example=sample_input(val_ds or train_ds),
-        backbone=backbone, log_model=log_model,
+        images_per_second=images_per_second, backbone=backbone, log_model=log_model,
         extra_metrics={"resumed_from_epoch": result.resumed_from, **(extra_metrics or {})})
 
 
 def train_transfer(cache, *, backbone_name: str, out_dir: Path, work_dir: Path,
                    dense: list[int], dropout: float, pooling: str, learning_rate: float,
                    epochs: int, batch_size: int, early_stopping_patience: int, seed: int = 0,
-                   fine_tune_layers: int = 0, fine_tune_epochs: int = 0,
+                   head_batch_size: int | None = None, fine_tune_layers: int = 0, fine_tune_epochs: int = 0,
                    fine_tune_learning_rate: float = 1e-5, image_frames=None,
-                   root: Path = Path("."), example_images: np.ndarray | None = None,
-                   log_model: bool = True, strategy: tf.distribute.Strategy | None = None,
+                   root: Path = Path("."), log_model: bool = True, strategy: tf.distribute.Strategy | None = None,
                    verbose: int = 2) -> dict:
     """Transfer learning in two phases, recorded like every model (see :func:`record_model`).
 
@@ -367,10 +365,13 @@ def train_transfer(cache, *, backbone_name: str, out_dir: Path, work_dir: Path,
     Args:
         cache: a :class:`dogbreeds.features.FeatureCache`.
         image_frames: ``(train_df, val_df)`` of images, needed only for fine-tuning.
-        example_images: a small 0–255 batch for the logged model's input example
-            (default: one mid-grey image).
+        batch_size: images per batch when fine-tuning.
+        head_batch_size: feature vectors per batch in the head phase (default ``batch_size``).
+            Vectors are tiny, and with a few thousand of them the head's per-step overhead,
+            not its arithmetic, is what a small batch pays for: 256 trains the head ~2.5×
+            faster than 32 (``benchmarks.transfer_cache``).
     """
-    from dogbreeds.data import array_dataset, make_dataset
+    from dogbreeds.data import array_dataset, frames_fingerprint, make_dataset
     from dogbreeds.models import (build_head, build_transfer_model, compile_classifier,
                                   get_backbone, unfreeze_top)
 
@@ -383,12 +384,15 @@ def train_transfer(cache, *, backbone_name: str, out_dir: Path, work_dir: Path,
         head = build_head(cache.feature_shape, len(classes), dense, dropout, pooling,
                           learning_rate)
     n_train = len(cache.features["train"])
-    train_ds = array_dataset(cache.features["train"], cache.labels("train"), batch_size,
+    head_batch_size = int(head_batch_size or batch_size)
+    train_ds = array_dataset(cache.features["train"], cache.labels("train"), head_batch_size,
                              shuffle=True, seed=seed)
-    val_ds = array_dataset(cache.features["val"], cache.labels("val"), batch_size)
+    val_ds = array_dataset(cache.features["val"], cache.labels("val"), head_batch_size)
+    # Not backed up: the feature cache is the head's checkpoint, and redoing the head costs
+    # less than writing a backup every epoch (~0.1 s each: a third of the head's time).
     head_fit = fit_resumable(head, train_ds, val_ds, epochs=epochs, work_dir=work_dir / "head",
                              early_stopping_patience=early_stopping_patience, phase="head",
-                             verbose=verbose)
+                             resumable=False, verbose=verbose)
     weights = cache.backbone_weights if cache.backbone_weights.is_file() else cache.meta["weights"]
     with strategy.scope():
         model = build_transfer_model(backbone_name, weights, image_size, head,
@@ -397,6 +401,7 @@ def train_transfer(cache, *, backbone_name: str, out_dir: Path, work_dir: Path,
     images_per_second = n_train * head_fit.epochs_run / max(head_fit.seconds, 1e-9)
     extra = {"head_seconds": round(head_fit.seconds, 3), "head_epochs": len(head_fit.history),
              "head_features_per_second": round(images_per_second, 3),
+             "head_batch_size": head_batch_size,
              "backbone_pass_seconds": float(cache.meta.get("seconds", float("nan"))),
              "fine_tune_epochs": 0}
     if fine_tune_layers > 0 and fine_tune_epochs > 0:
@@ -413,16 +418,17 @@ def train_transfer(cache, *, backbone_name: str, out_dir: Path, work_dir: Path,
             make_dataset(val_df, classes, image_size, batch_size, root=root),
             epochs=fine_tune_epochs, work_dir=work_dir / "fine_tune",
             early_stopping_patience=early_stopping_patience, offset=len(head_fit.history),
-            phase="fine_tune", verbose=verbose)
+            phase="fine_tune", verbose=verbose,
+            # Same feature cache (so the same head data) and the same images, or start afresh.
+            data_key=f"{cache.meta.get('fingerprint', '')}-"
+                     f"{frames_fingerprint(train_df, val_df, root=root)}")
         histories.append(tune_fit.history)
         seconds += tune_fit.seconds
         images_per_second = len(train_df) * tune_fit.epochs_run / max(tune_fit.seconds, 1e-9)
         extra.update(fine_tune_seconds=round(tune_fit.seconds, 3),
                      fine_tune_epochs=len(tune_fit.history))
-    if example_images is None:
-        example_images = np.full((1, image_size, image_size, 3), 127.5, np.float32)
     history = pd.concat(histories, ignore_index=True)
     return record_model(model, history, name=backbone_name, kind="transfer", out_dir=out_dir,
                         classes=classes, image_size=image_size, train_seconds=seconds,
-                        images_per_second=images_per_second, input_example=example_images,
+                        images_per_second=images_per_second,
                         backbone=backbone_name, log_model=log_model, extra_metrics=extra)

@@ -300,16 +300,6 @@ def project_name(algorithm: str, config: Mapping[str, Any]) -> str:
     return f"{algorithm}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
-def data_fingerprint(*frames: pd.DataFrame) -> str:
-    """Hash of the (path, breed) rows of each frame: changes when the tuning data does."""
-    h = hashlib.sha256()
-    for frame in frames:
-        rows = sorted(zip(frame["path"].astype(str), frame["breed"].astype(str)))
-        h.update(json.dumps(rows).encode())
-        h.update(b"|")
-    return h.hexdigest()[:16]
-
-
 @dataclass(frozen=True)
 class SearchResult:
     """What a search found.
