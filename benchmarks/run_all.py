@@ -21,9 +21,10 @@ BENCHMARKS = ["transfer_cache", "transfer_stage", "input_pipeline", "metadata", 
 # the default 15-breed size and at the full dataset's size: 20,580 photos of 120 breeds
 # (synthetic).
 RUNS = {"transfer_stage": [
-    ["transfer_cache", "--synthetic", "3000", "--skip-recompute", "--name", "transfer_stage_3000"],
+    ["transfer_cache", "--synthetic", "3000", "--skip-recompute", "--repeats", "1",
+     "--name", "transfer_stage_3000"],
     ["transfer_cache", "--synthetic", "20580", "--breeds", "120", "--skip-recompute",
-     "--name", "transfer_stage_20580"]]}
+     "--repeats", "1", "--name", "transfer_stage_20580"]]}
 
 
 def main(argv: list[str] | None = None) -> int:
