@@ -5,7 +5,7 @@ a project where ``dvc repro`` finished (``--project``, default this one; e.g. af
 ``make repro-sample`` on the real 4-breed sample), prints it and stores it in
 ``benchmarks/results/accuracy.json`` with the data profile it came from (breeds, image count).
 
-    python -m benchmarks.accuracy [--project /tmp/fresh]
+    python -m benchmarks.accuracy [--project PATH]
 """
 
 from __future__ import annotations
@@ -42,8 +42,11 @@ def main(argv: list[str] | None = None) -> dict:
         images = split["split"].value_counts().to_dict()
     print(f"{NAME}: {table_path}  (breeds {params['data']['breeds']}, images {images})")
     print(table.to_string(index=False))
-    result = {"project": str(project), "breeds": params["data"]["breeds"],
-              "images_by_split": images, "weights": params["train_transfer"].get("weights"),
+    weights = str(params["train_transfer"].get("weights"))
+    # Names, not paths: the result is committed, and machine paths do not belong in the repo.
+    result = {"project": project.name, "breeds": params["data"]["breeds"],
+              "images_by_split": images,
+              "weights": Path(weights).name if "/" in weights else weights,
               "comparison": table.to_dict(orient="records"),
               "note": "test accuracy; ImageNet-pretrained backbones have seen some Stanford "
                       "Dogs test photos, and the offline MobileNetV2 weights were fine-tuned "

@@ -1,13 +1,12 @@
 """``dvc repro`` with nothing changed: wall time of the no-op (and of ``dvc status``).
 
-Needs a project where the whole pipeline already ran (default ``/tmp/fresh``, or
-``--project``): it must have a ``dvc.lock`` and ``dvc status`` must report it up to date,
-otherwise the benchmark is skipped with a message (a "no-op" repro that reruns stages would
+Needs a project where the whole pipeline already ran (``--project``, default this checkout):
+it must have a ``dvc.lock`` and ``dvc status`` must report it up to date, otherwise the benchmark is skipped with a message (a "no-op" repro that reruns stages would
 train models for minutes). The project is copied (without its ``.venv``) so this never touches
 it; the first ``dvc status`` in the copy rehashes every file (new inodes: DVC's state cache is
 cold) and is reported separately; then ``--repeats`` warm runs of each command.
 
-    python -m benchmarks.dvc_noop [--project /tmp/fresh] [--repeats 3]
+    python -m benchmarks.dvc_noop [--project PATH] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import SCRATCH, load, write_result
+from benchmarks.common import ROOT, SCRATCH, load, write_result
 
 NAME = "dvc_noop"
 UP_TO_DATE = ("Data and pipelines are up to date", "up to date")
@@ -47,7 +46,7 @@ def skip(reason: str, load_before: list[float]) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--project", type=Path, default=Path("/tmp/fresh"))
+    parser.add_argument("--project", type=Path, default=ROOT)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     load_before = load()
@@ -86,7 +85,8 @@ def main(argv: list[str] | None = None) -> dict:
     stages = sum(1 for line in (copy / "dvc.lock").read_text().splitlines()
                  if line.startswith("  ") and not line.startswith("   ") and line.rstrip().endswith(":"))
     result = {
-        "project": str(source), "copy_seconds": round(copy_seconds, 2), "stages": stages,
+        # A name: machine paths do not belong in the committed result.
+        "project": source.name, "copy_seconds": round(copy_seconds, 2), "stages": stages,
         "dvc_status_cold_seconds": round(cold, 2),
         "dvc_status_seconds": [round(t, 2) for t in status_times],
         "dvc_repro_noop_seconds": [round(t, 2) for t in repro_times],
