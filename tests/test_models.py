@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from dogbreeds import models
+from dogbreeds import backbones, models
 
 SMALL = [{"filters": 32, "kernel": 3}, {"filters": 64, "kernel": 3},
          {"filters": 128, "kernel": 3}, {"filters": 256, "kernel": 3}]
@@ -73,7 +73,7 @@ def test_transfer_model_takes_raw_images(pooling):
     head = models.build_head(feature_shape, 3, [8], 0.1, pooling, 1e-3)
     model = models.build_transfer_model("mobilenetv2", None, 32, head, pooling=pooling)
     assert [l.name for l in model.layers][:2] == ["image", "preprocess"]
-    backbone = models.get_backbone(model)
+    backbone = backbones.find_backbone(model)
     assert not backbone.trainable and model.get_layer("head") is head
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
     assert model.predict(x, verbose=0).shape == (2, 3)
@@ -82,7 +82,7 @@ def test_transfer_model_takes_raw_images(pooling):
 def test_unfreeze_top_keeps_batchnorm_frozen():
     head = models.build_head((1280,), 3, [], 0.0, "avg", 1e-3)
     model = models.build_transfer_model("mobilenetv2", None, 32, head)
-    backbone = models.get_backbone(model)
+    backbone = backbones.find_backbone(model)
     frozen_trainables = len(model.trainable_weights)
     models.unfreeze_top(backbone, 20)
     top, rest = backbone.layers[-20:], backbone.layers[:-20]

@@ -28,15 +28,6 @@ def tree(tmp_path_factory):
                                  val=4, test=2)
 
 
-def test_make_strategy():
-    import tensorflow as tf
-
-    assert training.make_strategy("none") is tf.distribute.get_strategy()
-    assert training.make_strategy("mirrored").num_replicas_in_sync >= 1
-    with pytest.raises(ValueError, match="unknown distribute strategy 'tpu'"):
-        training.make_strategy("tpu")
-
-
 def test_a_backup_resumes_only_into_the_same_model_and_optimizer():
     def build(dropout=0.1, lr=1e-3, filters=8):
         return models.build_scratch_cnn(3, 32, [{"filters": filters, "kernel": 3}], [16],

@@ -133,6 +133,21 @@ def build_backbone(name: str, weights: str | Path | None, image_size: int,
             f"path of a no-top weights file") from error
 
 
+def frozen_features(name: str, weights: str | Path | None, image_size: int,
+                    pooling: str | None) -> tuple:
+    """``(inputs, outputs)`` of the image → features graph shared by the feature cache and
+    the assembled transfer model, so the cached features are exactly what the model computes.
+
+    Raw 0–255 ``image`` input → the backbone's preprocessing → the frozen backbone, called
+    with ``training=False`` (BatchNorm stays in inference mode even while upper layers are
+    fine-tuned), ending with global ``pooling`` (avg/max) or its spatial map (else).
+    """
+    backbone = build_backbone(name, weights, image_size, pooling=pooling)
+    backbone.trainable = False
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    return inputs, backbone(preprocess_layer(name)(inputs), training=False)
+
+
 def find_backbone(model: keras.Model) -> keras.Model:
     """The nested backbone of a transfer or feature-extractor model (its one nested model
     that is not the ``head``).

@@ -39,6 +39,14 @@ def labels_for(df: pd.DataFrame, classes: list[str]) -> np.ndarray:
     return df["breed"].map(index).to_numpy(dtype=np.int32)
 
 
+def split_rows(df: pd.DataFrame, split: str, use_augmented: bool = False) -> pd.DataFrame:
+    """One split's rows: its untouched photos (``origin == "original"``), plus the
+    offline-augmented copies when ``split == "train"`` and ``use_augmented``."""
+    keep = (df["split"] == split) & (
+        (df["origin"] == "original") | (use_augmented and split == "train"))
+    return df[keep].reset_index(drop=True)
+
+
 def training_frames(df: pd.DataFrame, use_augmented: bool
                     ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Split the dataset table into (train, val, test) frames.
@@ -52,14 +60,7 @@ def training_frames(df: pd.DataFrame, use_augmented: bool
     """
     if "split" not in df.columns:
         raise ValueError("the dataset table has no 'split' column (run the split stage)")
-    origin = df["origin"] if "origin" in df.columns else pd.Series("original", index=df.index)
-    original = origin == "original"
-    train_mask = (df["split"] == "train") & (original | use_augmented)
-    frames = tuple(
-        df[mask].reset_index(drop=True)
-        for mask in (train_mask, (df["split"] == "val") & original,
-                     (df["split"] == "test") & original)
-    )
+    frames = tuple(split_rows(df, split, use_augmented) for split in SPLITS)
     if frames[0].empty:
         raise ValueError("no training rows in the dataset table")
     return frames  # type: ignore[return-value]
@@ -90,7 +91,7 @@ def frames_fingerprint(*frames: pd.DataFrame, root: Path | None = None) -> str:
 
 def make_dataset(df: pd.DataFrame, classes: list[str], image_size: int, batch_size: int, *,
                  shuffle: bool = False, seed: int = 0, root: Path = Path("."),
-                 repeat: bool = False, with_labels: bool = True) -> tf.data.Dataset:
+                 with_labels: bool = True) -> tf.data.Dataset:
     """Stream ``(images, labels)`` batches from the image files listed in ``df``.
 
     Images are float32 ``[B, S, S, 3]`` in 0–255, labels int32. Only the (cheap) path
@@ -101,7 +102,6 @@ def make_dataset(df: pd.DataFrame, classes: list[str], image_size: int, batch_si
         df: rows with ``path`` (relative to ``root``) and ``breed``.
         classes: the class list labels index into (see :func:`class_names`).
         shuffle: reshuffle every epoch (training); ``seed`` fixes the order sequence.
-        repeat: repeat forever (for ``steps_per_epoch`` style training).
         with_labels: False yields images only (feature extraction, prediction).
     """
     paths = resolve_paths(df["path"], root)
@@ -109,8 +109,6 @@ def make_dataset(df: pd.DataFrame, classes: list[str], image_size: int, batch_si
     ds = tf.data.Dataset.from_tensor_slices((paths, labels))
     if shuffle:
         ds = ds.shuffle(max(1, len(paths)), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
 
     def load(path: tf.Tensor, label: tf.Tensor):
         image = load_image(path, image_size)

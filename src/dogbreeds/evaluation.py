@@ -31,6 +31,7 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
+from dogbreeds.data import split_rows
 from dogbreeds.jsonfile import write_json
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,7 @@ def test_frame(df: pd.DataFrame) -> pd.DataFrame:
     Raises:
         ValueError: when the table has no test rows.
     """
-    origin = df["origin"] if "origin" in df.columns else pd.Series("original", index=df.index)
-    test = df[(df["split"] == "test") & (origin == "original")].reset_index(drop=True)
+    test = split_rows(df, "test")
     if test.empty:
         raise ValueError("the dataset table has no test rows (split == 'test', origin == 'original')")
     return test

@@ -23,8 +23,8 @@ import keras
 import numpy as np
 import pandas as pd
 
-from dogbreeds.backbones import build_backbone, preprocess_layer
-from dogbreeds.data import SPLITS, frames_fingerprint, labels_for, make_dataset
+from dogbreeds.backbones import frozen_features
+from dogbreeds.data import SPLITS, frames_fingerprint, labels_for, make_dataset, split_rows
 from dogbreeds.jsonfile import write_json
 
 BACKBONE_WEIGHTS = "backbone.weights.h5"
@@ -58,11 +58,7 @@ def feature_extractor(backbone_name: str, weights, image_size: int, pooling: str
 
     The nested backbone is reachable with :func:`dogbreeds.backbones.find_backbone`.
     """
-    backbone = build_backbone(backbone_name, weights, image_size,
-                              pooling=pooling if pooling in ("avg", "max") else None)
-    backbone.trainable = False
-    inputs = keras.Input((image_size, image_size, 3), name="image")
-    outputs = backbone(preprocess_layer(backbone_name)(inputs), training=False)
+    inputs, outputs = frozen_features(backbone_name, weights, image_size, pooling)
     return keras.Model(inputs, outputs, name=f"{backbone_name}_features")
 
 
@@ -93,15 +89,10 @@ def input_fingerprint(df: pd.DataFrame, root: Path, settings: dict) -> str:
 
 
 def cache_frames(df: pd.DataFrame, use_augmented: bool) -> pd.DataFrame:
-    """Rows to compute features for: every split's original photos (+ augmented train rows)."""
-    origin = df["origin"] if "origin" in df else pd.Series("original", index=df.index)
-    keep = df["split"].isin(SPLITS) & ((origin == "original")
-                                       | (use_augmented & (df["split"] == "train")))
-    rows = df[keep].copy()
-    rows["origin"] = origin[keep]
-    order = rows["split"].map({s: i for i, s in enumerate(SPLITS)})
-    return rows.assign(_order=order).sort_values(["_order", "path"], kind="stable") \
-        .drop(columns="_order").reset_index(drop=True)
+    """Rows to compute features for: every split's original photos (+ augmented train rows),
+    split by split, each sorted by path."""
+    return pd.concat([split_rows(df, split, use_augmented).sort_values("path", kind="stable")
+                      for split in SPLITS], ignore_index=True)
 
 
 def compute_feature_cache(df: pd.DataFrame, classes: list[str], backbone_name: str, weights,
@@ -157,7 +148,6 @@ def save_feature_cache(out_dir: Path, features_by_split: dict[str, np.ndarray],
     index_df.to_parquet(out_dir / "index.parquet", index=False)
     if backbone is not None:
         backbone.save_weights(out_dir / BACKBONE_WEIGHTS)
-        meta = {**meta, "backbone_weights": BACKBONE_WEIGHTS}
     write_json(out_dir / "meta.json", meta)
     return out_dir
 
@@ -169,7 +159,10 @@ def load_feature_cache(directory: Path) -> FeatureCache:
         FileNotFoundError: when the directory is not a complete cache.
     """
     directory = Path(directory)
-    missing = [n for n in ("meta.json", "index.parquet", *(f"{s}.npy" for s in SPLITS))
+    # The backbone's exact weights too: a head is only valid on the backbone that made its
+    # features (with ``weights: none`` a rebuilt backbone would be another random one).
+    missing = [n for n in ("meta.json", "index.parquet", BACKBONE_WEIGHTS,
+                           *(f"{s}.npy" for s in SPLITS))
                if not (directory / n).is_file()]
     if missing:
         raise FileNotFoundError(f"incomplete feature cache {directory}: missing {missing} "

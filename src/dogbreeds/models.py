@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import keras
 
-from dogbreeds.backbones import build_backbone, find_backbone, preprocess_layer
+from dogbreeds.backbones import frozen_features
 
 POOLINGS = ("avg", "max", "flatten")
 
@@ -138,21 +138,11 @@ def build_transfer_model(backbone_name: str, weights, image_size: int, head: ker
     keeps its spatial map when the head does its own (flatten), matching how the features
     the head was trained on were computed (:mod:`dogbreeds.features`).
     """
-    backbone_pooling = pooling if len(head.input.shape) == 2 else None
-    backbone = build_backbone(backbone_name, weights, image_size, pooling=backbone_pooling)
-    backbone.trainable = False
-    inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = preprocess_layer(backbone_name)(inputs)
-    # training=False keeps BatchNorm in inference mode even while fine-tuning upper layers.
-    x = backbone(x, training=False)
-    outputs = head(x)
+    inputs, features = frozen_features(backbone_name, weights, image_size,
+                                       pooling if len(head.input.shape) == 2 else None)
+    outputs = head(features)
     model = keras.Model(inputs, outputs, name=f"{backbone_name}_transfer")
     return compile_classifier(model, learning_rate, int(head.output.shape[-1]))
-
-
-def get_backbone(model: keras.Model) -> keras.Model:
-    """The nested backbone of a model from :func:`build_transfer_model`."""
-    return find_backbone(model)
 
 
 def unfreeze_top(backbone: keras.Model, n_layers: int) -> None:
@@ -167,8 +157,3 @@ def unfreeze_top(backbone: keras.Model, n_layers: int) -> None:
     for i, layer in enumerate(layers):
         frozen = i < cut or isinstance(layer, keras.layers.BatchNormalization)
         layer.trainable = not frozen
-
-
-def count_params(model: keras.Model) -> int:
-    """All parameters (trainable and not)."""
-    return int(model.count_params())

@@ -29,23 +29,17 @@ EPOCH_LOG = "epochs.csv"
 BACKUP_DIR = "backup"
 BEST_WEIGHTS = "best.weights.h5"
 FINGERPRINT = "fingerprint.txt"
+MONITOR = "val_loss"  # what early stopping and the kept ("best") epoch go by
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy, TensorFlow and Keras; make TF ops deterministic where it is cheap.
+    """Seed Python, NumPy, TensorFlow and Keras (``keras.utils.set_random_seed``).
 
     Full op determinism (``tf.config.experimental.enable_op_determinism``) is not enabled: it
     slows CPU training markedly and forbids some ops; seeds already make runs repeatable
     enough to compare experiments.
     """
     keras.utils.set_random_seed(int(seed))
-
-
-def make_strategy(name: str | None) -> tf.distribute.Strategy:
-    """The ``tf.distribute`` strategy named by ``base.distribute`` (see :mod:`dogbreeds.distribute`)."""
-    from dogbreeds.distribute import make_strategy as _make
-
-    return _make(name)
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):
@@ -55,10 +49,9 @@ class MlflowEpochLogger(keras.callbacks.Callback):
     two-phase training draws one continuous curve.
     """
 
-    def __init__(self, offset: int = 0, phase: str | None = None):
+    def __init__(self, offset: int = 0):
         super().__init__()
         self.offset = offset
-        self.phase = phase
 
     def on_epoch_end(self, epoch, logs=None):
         metrics = {k: float(v) for k, v in (logs or {}).items()
@@ -144,7 +137,7 @@ def prepare_work_dir(work_dir: Path, fingerprint: str) -> bool:
 
 def fit_resumable(model: keras.Model, train_ds, val_ds, *, epochs: int, work_dir: Path,
                   early_stopping_patience: int, offset: int = 0, phase: str | None = None,
-                  monitor: str = "val_loss", resumable: bool = True, data_key: str = "",
+                  resumable: bool = True, data_key: str = "",
                   verbose: int = 2) -> FitResult:
     """``model.fit`` that resumes after a kill and ends with the best epoch's weights.
 
@@ -164,7 +157,7 @@ def fit_resumable(model: keras.Model, train_ds, val_ds, *, epochs: int, work_dir
     ``resumable=False`` drops the two per-epoch weight writes (backup + best checkpoint) for
     a fit that is cheaper to redo than to back up; EarlyStopping still ends on the best epoch.
     """
-    work_dir = Path(work_dir)
+    work_dir, monitor = Path(work_dir), MONITOR
     resuming = prepare_work_dir(work_dir, f"{model_fingerprint(model)}-{data_key}")
     log_path = work_dir / EPOCH_LOG
     resumed_from = backed_up_epochs(work_dir) if resuming else 0
@@ -174,7 +167,7 @@ def fit_resumable(model: keras.Model, train_ds, val_ds, *, epochs: int, work_dir
     if resuming and monitor in previous and previous[monitor].notna().any():
         threshold = float(previous[monitor].min())
         for _, row in previous.iterrows():
-            MlflowEpochLogger(offset, phase).on_epoch_end(int(row["epoch"]), row.drop("epoch").to_dict())
+            MlflowEpochLogger(offset).on_epoch_end(int(row["epoch"]), row.drop("epoch").to_dict())
         mlflow.set_tag(f"resumed_from_epoch{'.' + phase if phase else ''}", str(resumed_from))
     best_path = work_dir / BEST_WEIGHTS
     callbacks: list[keras.callbacks.Callback] = [
@@ -189,7 +182,7 @@ def fit_resumable(model: keras.Model, train_ds, val_ds, *, epochs: int, work_dir
     callbacks += [
         keras.callbacks.EarlyStopping(monitor=monitor, patience=int(early_stopping_patience),
                                       restore_best_weights=True),
-        MlflowEpochLogger(offset, phase),
+        MlflowEpochLogger(offset),
     ]
     start = time.perf_counter()
     # shuffle=False: the tf.data pipelines shuffle themselves (seeded).
@@ -207,7 +200,7 @@ def fit_resumable(model: keras.Model, train_ds, val_ds, *, epochs: int, work_dir
                      epochs_run=max(0, len(log) - resumed_from), resumed_from=resumed_from)
 
 
-def best_row(history: pd.DataFrame, monitor: str = "val_loss") -> pd.Series:
+def best_row(history: pd.DataFrame, monitor: str = MONITOR) -> pd.Series:
     """The epoch whose weights the model keeps: lowest ``monitor`` (last row if none).
 
     With several phases only the last one counts: its fit restored its own best weights.
@@ -346,10 +339,10 @@ def fit_and_record(model: keras.Model, train_ds, val_ds, *, name: str, kind: str
 def train_transfer(cache, *, backbone_name: str, out_dir: Path, work_dir: Path,
                    dense: list[int], dropout: float, pooling: str, learning_rate: float,
                    epochs: int, batch_size: int, early_stopping_patience: int, seed: int = 0,
-                   head_batch_size: int | None = None, fine_tune_layers: int = 0, fine_tune_epochs: int = 0,
-                   fine_tune_learning_rate: float = 1e-5, image_frames=None,
-                   root: Path = Path("."), log_model: bool = True, strategy: tf.distribute.Strategy | None = None,
-                   verbose: int = 2) -> dict:
+                   head_batch_size: int | None = None, fine_tune_layers: int = 0,
+                   fine_tune_epochs: int = 0, fine_tune_learning_rate: float = 1e-5,
+                   image_frames=None, root: Path = Path("."), log_model: bool = True,
+                   strategy: tf.distribute.Strategy | None = None, verbose: int = 2) -> dict:
     """Transfer learning in two phases, recorded like every model (see :func:`record_model`).
 
     Phase ``head``: the head trains on the cached features only (never touching the
@@ -368,12 +361,12 @@ def train_transfer(cache, *, backbone_name: str, out_dir: Path, work_dir: Path,
         batch_size: images per batch when fine-tuning.
         head_batch_size: feature vectors per batch in the head phase (default ``batch_size``).
             Vectors are tiny, and with a few thousand of them the head's per-step overhead,
-            not its arithmetic, is what a small batch pays for: 256 trains the head ~2.5×
+            not its arithmetic, is what a small batch pays for: 256 trains the head ~2×
             faster than 32 (``benchmarks.transfer_cache``).
     """
     from dogbreeds.data import array_dataset, frames_fingerprint, make_dataset
-    from dogbreeds.models import (build_head, build_transfer_model, compile_classifier,
-                                  get_backbone, unfreeze_top)
+    from dogbreeds.backbones import find_backbone
+    from dogbreeds.models import build_head, build_transfer_model, compile_classifier, unfreeze_top
 
     strategy = strategy or tf.distribute.get_strategy()
     classes = list(cache.meta["classes"])
@@ -393,9 +386,8 @@ def train_transfer(cache, *, backbone_name: str, out_dir: Path, work_dir: Path,
     head_fit = fit_resumable(head, train_ds, val_ds, epochs=epochs, work_dir=work_dir / "head",
                              early_stopping_patience=early_stopping_patience, phase="head",
                              resumable=False, verbose=verbose)
-    weights = cache.backbone_weights if cache.backbone_weights.is_file() else cache.meta["weights"]
     with strategy.scope():
-        model = build_transfer_model(backbone_name, weights, image_size, head,
+        model = build_transfer_model(backbone_name, cache.backbone_weights, image_size, head,
                                      pooling=pooling, learning_rate=learning_rate)
     histories, seconds = [head_fit.history], head_fit.seconds
     images_per_second = n_train * head_fit.epochs_run / max(head_fit.seconds, 1e-9)
@@ -409,7 +401,7 @@ def train_transfer(cache, *, backbone_name: str, out_dir: Path, work_dir: Path,
             raise ValueError("fine-tuning needs image_frames=(train_df, val_df)")
         train_df, val_df = image_frames
         with strategy.scope():
-            unfreeze_top(get_backbone(model), fine_tune_layers)
+            unfreeze_top(find_backbone(model), fine_tune_layers)
             compile_classifier(model, fine_tune_learning_rate, len(classes))
         tune_fit = fit_resumable(
             model,

@@ -7,7 +7,7 @@ tuned model differs only by its hyperparameters.
 
 Each keras-tuner trial is one *nested* MLflow run under the stage's run (opened by
 ``tracking.stage_run``): its hyperparameters as params, its per-epoch metrics with
-``step=epoch``, its status and score. keras-tuner keeps its state in a project directory
+``step`` = the 1-based epoch, its status and score. keras-tuner keeps its state in a project directory
 whose name hashes the search configuration (:func:`project_name`), so a killed search
 resumes its finished trials while a changed search space starts afresh.
 """
