@@ -12,7 +12,7 @@ import time
 import mlflow
 
 from dogbreeds import augment, figures, metadata, tracking
-from pipeline.common import load_params, project_root
+from pipeline.common import load_params, project_root, table_path
 
 STAGE = "augment"
 PREVIEW_PHOTOS = 4
@@ -26,7 +26,7 @@ def main() -> None:
     images_dir = out_dir / "images"
     with tracking.stage_run(STAGE, root, params={STAGE: cfg},
                             experiment=params["base"]["experiment"]):
-        split_df = metadata.read_table(root / params["split"]["output"] / "split.parquet")
+        split_df = metadata.read_table(table_path(params, root, "split"))
         shutil.rmtree(images_dir, ignore_errors=True)  # no stale copies from other settings
         start = time.perf_counter()
         if cfg["enabled"]:
@@ -36,7 +36,7 @@ def main() -> None:
             augmented = split_df.iloc[0:0]
         seconds = time.perf_counter() - start
         dataset = augment.build_dataset(split_df, augmented)
-        metadata.write_table(dataset, out_dir / "dataset.parquet")
+        metadata.write_table(dataset, table_path(params, root, STAGE))
 
         summary = augment.summarize(dataset)
         mlflow.log_metrics({**summary, "seconds": seconds,

@@ -16,16 +16,15 @@ import numpy as np
 
 from dogbreeds import figures, metadata, tracking
 from dogbreeds.jsonfile import write_json
-from pipeline.common import load_params, project_root
+from pipeline.common import load_params, project_root, table_path
 
 STAGE = "build_metadata"
 MAX_PARQUET_ARTIFACT_BYTES = 5 * 2**20  # log the table itself only when it is small
 
 
-def log_figures(df, root: Path, grid_size: int, seed: int) -> None:
+def log_figures(df, per_breed: dict, root: Path, grid_size: int, seed: int) -> None:
     good = metadata.usable(df)
-    summary = metadata.summarize(df)
-    mlflow.log_figure(figures.count_bars(summary["per_breed"], "Usable photos per breed"),
+    mlflow.log_figure(figures.count_bars(per_breed, "Usable photos per breed"),
                       "figures/breed_counts.png")
     mlflow.log_figure(figures.size_histogram(good["width"], good["height"]),
                       "figures/image_sizes.png")
@@ -55,7 +54,8 @@ def main() -> None:
         # What was converted and why; also keeps the DVC output dir non-empty (DVC warns).
         converted = df[df["status"] == metadata.CONVERTED][["path", "source", "reason"]]
         converted.to_csv(root / converted_dir / "index.csv", index=False)
-        metadata.write_table(df, root / out_dir / "images.parquet")
+        parquet = table_path(params, root, STAGE)
+        metadata.write_table(df, parquet)
         summary = metadata.summarize(df)
         write_json(root / out_dir / "summary.json", summary)
 
@@ -66,8 +66,8 @@ def main() -> None:
         mlflow.log_dict(summary, "summary.json")
         odd = df[df["status"] != metadata.OK][["path", "source", "status", "reason"]]
         mlflow.log_text(odd.to_csv(index=False), "odd_files.csv")
-        log_figures(df, root, int(params[STAGE]["sample_grid"]), int(params["base"]["seed"]))
-        parquet = root / out_dir / "images.parquet"
+        log_figures(df, summary["per_breed"], root, int(params[STAGE]["sample_grid"]),
+                    int(params["base"]["seed"]))
         if parquet.stat().st_size <= MAX_PARQUET_ARTIFACT_BYTES:
             mlflow.log_artifact(str(parquet))
     print(f"{STAGE}: {summary['images']} files, {summary['usable']} usable, "

@@ -6,13 +6,12 @@ DVC output) gets Images/, Annotation/, lists/ and ``download_report.json``.
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 
 import mlflow
 
 from dogbreeds import download, tracking
+from dogbreeds.jsonfile import write_json
 from pipeline.common import load_params, project_root
 
 REPORT_FILE = "download_report.json"
@@ -40,8 +39,7 @@ def main() -> None:
         # Timings and cache use stay out of the DVC output: a re-run that fetched the same
         # bytes must give the same data/raw hash (downstream stages then do not re-run).
         stable = {key: value for key, value in report.items() if key != "stats"}
-        Path(raw_dir, REPORT_FILE).write_text(json.dumps(stable, indent=2) + "\n",
-                                              encoding="utf-8")
+        write_json(raw_dir / REPORT_FILE, stable)
         mlflow.set_tags(download.report_tags(report))
         mlflow.log_metrics(download.report_metrics(report))
         mlflow.log_dict(report, REPORT_FILE)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from dogbreeds import evaluation, registry, tracking
 from dogbreeds.jsonfile import write_json
-from pipeline.common import load_params, project_root
+from pipeline.common import load_params, project_root, table_path
 
 STAGE = "evaluate"
 
@@ -34,10 +34,10 @@ def model_dirs(params: dict[str, Any], root: Path) -> dict[str, Path]:
 
 
 def evaluate_one(trained: evaluation.TrainedModel, test_df: pd.DataFrame, batch_size: int,
-                 out: Path, root: Path) -> evaluation.Evaluation:
+                 out: Path, root: Path, stage_tags: dict[str, str]) -> evaluation.Evaluation:
     """Evaluate one model in its own (nested) MLflow run, linked to its training run."""
     training_run = trained.card.get("mlflow_run_id") or ""
-    tags = {**tracking.stage_tags(STAGE, root), "dogbreeds.model": trained.name,
+    tags = {**stage_tags, "dogbreeds.model": trained.name,
             "dogbreeds.training_run_id": training_run}
     with mlflow.start_run(run_name=f"evaluate-{trained.name}", nested=True, tags=tags):
         result = evaluation.evaluate_model(trained, test_df, batch_size, root)
@@ -79,7 +79,7 @@ def main() -> None:
     root = project_root()
     ev, reg = params["evaluate"], params["registry"]
     out = root / ev["output"]
-    dataset = pd.read_parquet(root / params["augment"]["output"] / "dataset.parquet")
+    dataset = pd.read_parquet(table_path(params, root, "augment"))
     test_df = evaluation.test_frame(dataset)
     models = evaluation.find_models(model_dirs(params, root))
     if not models:
@@ -89,9 +89,10 @@ def main() -> None:
 
     with tracking.stage_run(STAGE, root, params={"evaluate": ev, "registry": reg},
                             experiment=params["base"]["experiment"]) as run:
+        stage_tags = tracking.stage_tags(STAGE, root)  # git commit etc.: asked once
         rows = []
         for trained in models:
-            result = evaluate_one(trained, test_df, int(ev["batch_size"]), out, root)
+            result = evaluate_one(trained, test_df, int(ev["batch_size"]), out, root, stage_tags)
             rows.append(evaluation.comparison_row(trained, result))
         table = evaluation.comparison_table(rows)
         write_comparison(table, out)
@@ -105,11 +106,10 @@ def main() -> None:
                          "dogbreeds.training_run_id": chosen.card.get("mlflow_run_id") or ""})
         print(f"selected {selected} by {ev['select_metric']} = {chosen_row[ev['select_metric']]}")
 
-        commit = tracking.git_commit(root)
         extra_tags = {
             "evaluation_run_id": run.info.run_id,
             "selected_by": ev["select_metric"],
-            **({"git_commit": commit} if commit else {}),
+            **{k: v for k, v in stage_tags.items() if k == "git_commit"},
             **registry.data_version_tags(root / "dvc.lock", params["augment"]["output"],
                                          params["data"]["raw_dir"]),
         }

@@ -12,7 +12,7 @@ import mlflow
 import pandas as pd
 
 from dogbreeds import backbones, data, features, tracking, training
-from pipeline.common import backbone_argument, load_params, project_root
+from pipeline.common import backbone_argument, load_params, project_root, table_path
 
 STAGE = "features"
 PARAMS = ("weights", "image_size", "pooling", "use_augmented", "batch_size", "features_dir")
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
                                                  **{k: cfg[k] for k in PARAMS}},
                             experiment=base["experiment"], run_name=f"{STAGE}@{name}",
                             extra_tags={"backbone": name}):
-        df = pd.read_parquet(root / params["augment"]["output"] / "dataset.parquet")
+        df = pd.read_parquet(table_path(params, root, "augment"))
         by_split, index, meta, extractor = features.compute_feature_cache(
             df, data.class_names(df), name, cfg["weights"], image_size, cfg["pooling"],
             int(cfg["batch_size"]), root, use_augmented=bool(cfg["use_augmented"]))

@@ -11,7 +11,7 @@ import mlflow
 
 from dogbreeds import figures, metadata, split, tracking
 from dogbreeds.jsonfile import write_json
-from pipeline.common import load_params, project_root
+from pipeline.common import load_params, project_root, table_path
 
 STAGE = "split"
 
@@ -23,13 +23,13 @@ def main() -> None:
     out_dir = root / cfg["output"]
     with tracking.stage_run(STAGE, root, params={STAGE: cfg},
                             experiment=params["base"]["experiment"]):
-        df = metadata.read_table(root / params["build_metadata"]["output"] / "images.parquet")
+        df = metadata.read_table(table_path(params, root, "build_metadata"))
         official = None
         if cfg["method"] == "official":
             official = split.load_official_lists(root / params["data"]["raw_dir"] / "lists")
         result = split.split_dataset(df, cfg["method"], cfg["val_fraction"], cfg["test_fraction"],
                                      cfg["seed"], cfg["folds"], official=official)
-        metadata.write_table(result, out_dir / "split.parquet")
+        metadata.write_table(result, table_path(params, root, STAGE))
         summary = split.summarize(result)
         write_json(out_dir / "summary.json", summary)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pandas as pd
 
 from dogbreeds import data, models, tracking, training
-from dogbreeds.distribute import global_batch_size
-from pipeline.common import load_params, project_root
+from dogbreeds.distribute import global_batch_size, make_strategy
+from pipeline.common import load_params, project_root, table_path
 
 STAGE = "train_scratch"
 
@@ -24,13 +24,13 @@ def main() -> None:
     seed = int(base["seed"])
     image_size = int(cfg.get("image_size") or params["data"]["image_size"])
     training.seed_everything(seed)
-    strategy = training.make_strategy(base.get("distribute"))
+    strategy = make_strategy(base.get("distribute"))
     # params give the per-replica batch; the global batch grows with the replicas.
     batch_size = global_batch_size(int(cfg["batch_size"]), strategy)
 
     with tracking.stage_run(STAGE, root, params={"base": base, STAGE: cfg},
                             experiment=base["experiment"]):
-        df = pd.read_parquet(root / params["augment"]["output"] / "dataset.parquet")
+        df = pd.read_parquet(table_path(params, root, "augment"))
         classes, train_df, val_df, train_ds, val_ds = data.train_val_datasets(
             df, image_size, batch_size, use_augmented=bool(cfg["use_augmented"]), seed=seed,
             root=root)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pandas as pd
 
 from dogbreeds import data, features, tracking, training
-from dogbreeds.distribute import global_batch_size
-from pipeline.common import backbone_argument, load_params, project_root
+from dogbreeds.distribute import global_batch_size, make_strategy
+from pipeline.common import backbone_argument, load_params, project_root, table_path
 
 STAGE = "train_transfer"
 
@@ -28,12 +28,11 @@ def main(argv: list[str] | None = None) -> None:
                             extra_tags={"backbone": name}):
         cache = features.load_feature_cache(root / cfg["features_dir"] / name)
         frames = None
-        fine_tune = int(cfg.get("fine_tune_layers") or 0) > 0
-        if fine_tune:
-            df = pd.read_parquet(root / params["augment"]["output"] / "dataset.parquet")
+        if int(cfg["fine_tune_layers"]) > 0 and int(cfg["fine_tune_epochs"]) > 0:
+            df = pd.read_parquet(table_path(params, root, "augment"))
             train_df, val_df, _ = data.training_frames(df, bool(cfg["use_augmented"]))
             frames = (train_df, val_df)
-        strategy = training.make_strategy(base.get("distribute"))
+        strategy = make_strategy(base.get("distribute"))
         metrics = training.train_transfer(
             cache, backbone_name=name, out_dir=root / cfg["output"] / name,
             work_dir=root / "checkpoints" / name, dense=cfg["dense"],
@@ -41,11 +40,10 @@ def main(argv: list[str] | None = None) -> None:
             learning_rate=float(cfg["learning_rate"]), epochs=int(cfg["epochs"]),
             batch_size=global_batch_size(int(cfg["batch_size"]), strategy),
             early_stopping_patience=int(cfg["early_stopping_patience"]), seed=seed,
-            head_batch_size=global_batch_size(int(cfg.get("head_batch_size") or cfg["batch_size"]),
-                                              strategy),
-            fine_tune_layers=int(cfg.get("fine_tune_layers") or 0),
-            fine_tune_epochs=int(cfg.get("fine_tune_epochs") or 0),
-            fine_tune_learning_rate=float(cfg.get("fine_tune_learning_rate") or 1e-5),
+            head_batch_size=global_batch_size(int(cfg["head_batch_size"]), strategy),
+            fine_tune_layers=int(cfg["fine_tune_layers"]),
+            fine_tune_epochs=int(cfg["fine_tune_epochs"]),
+            fine_tune_learning_rate=float(cfg["fine_tune_learning_rate"]),
             image_frames=frames, root=root, strategy=strategy)
         print(f"{STAGE}@{name}: val_accuracy {metrics['val_accuracy']:.3f} "
               f"(head {metrics['head_seconds']:.1f} s vs backbone pass "

@@ -13,8 +13,9 @@ import os
 import pandas as pd
 
 from dogbreeds import data, training, tracking, tuning
+from dogbreeds.distribute import global_batch_size, make_strategy
 from dogbreeds.jsonfile import write_json
-from pipeline.common import load_params, project_root
+from pipeline.common import load_params, project_root, table_path
 
 STAGE = "tune"
 
@@ -26,15 +27,14 @@ def main() -> None:
     seed = int(base["seed"])
     image_size = int(scratch.get("image_size") or params["data"]["image_size"])
     training.seed_everything(seed)
-    distribute = str(base.get("distribute") or "none")
-    strategy = None if distribute == "none" else training.make_strategy(distribute)
+    strategy = make_strategy(base.get("distribute"))
     # params give the per-replica batch; the global batch grows with the replicas.
-    batch_size = int(tune["batch_size"]) * (strategy.num_replicas_in_sync if strategy else 1)
+    batch_size = global_batch_size(int(tune["batch_size"]), strategy)
 
     with tracking.stage_run(STAGE, root, params={"base": base, "tune": tune,
                                                  "train_scratch": scratch},
                             experiment=base["experiment"]):
-        df = pd.read_parquet(root / params["augment"]["output"] / "dataset.parquet")
+        df = pd.read_parquet(table_path(params, root, "augment"))
         classes, train_df, val_df, train_ds, val_ds = data.train_val_datasets(
             df, image_size, batch_size, use_augmented=bool(scratch["use_augmented"]), seed=seed,
             root=root)
