@@ -123,9 +123,13 @@ def load_model(model_uri: str):
     try:
         return load_classifier(model_uri)
     except Exception as exc:  # MlflowException, OSError, …: all mean "no usable model there"
-        raise ModelLoadError(
-            f"no model at {model_uri}: run `make repro` first, or pass --model URI "
-            f"({first_line(exc)})") from exc
+        raise no_model_error(model_uri, exc) from exc
+
+
+def no_model_error(model_uri: str, exc: BaseException) -> ModelLoadError:
+    """What to tell a user when ``model_uri`` (or its alias) leads to no usable model."""
+    return ModelLoadError(f"no model at {model_uri}: run `make repro` first, or pass --model "
+                          f"URI ({first_line(exc)})")
 
 
 def read_photo(path: Path) -> bytes:
@@ -143,10 +147,9 @@ def _rows_to_predictions(frame) -> list[list[dict[str, Any]]]:
 
 def classify(model, images: Sequence[bytes], top_k: int) -> list[list[dict[str, Any]]]:
     """Run the model on encoded images; one descending top-k list per image."""
-    import pandas as pd
+    from dogbreeds.pyfunc import predict_images
 
-    frame = model.predict(pd.DataFrame({"image": list(images)}), params={"top_k": top_k})
-    return _rows_to_predictions(frame)
+    return _rows_to_predictions(predict_images(model, list(images), top_k))
 
 
 def first_line(exc: BaseException) -> str:

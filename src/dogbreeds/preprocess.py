@@ -9,6 +9,8 @@ right, and they are these functions. Offline augmentation (OpenCV) is not prepro
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import tensorflow as tf
 
@@ -61,12 +63,25 @@ def array_to_rgb(array: np.ndarray) -> np.ndarray:
 
 
 def prepare_batch(images: list[np.ndarray | bytes], size: int) -> np.ndarray:
-    """Encoded bytes or uint8 arrays (any size/layout) → float32 ``[N, size, size, 3]``."""
+    """Encoded bytes or uint8 arrays (any size/layout) → float32 ``[N, size, size, 3]``.
+
+    Raises:
+        ValueError: ``image <i>: cannot decode (<reason>)`` for the first bad one.
+    """
     prepared = []
-    for item in images:
-        if isinstance(item, (bytes, bytearray)):
-            image = decode_image(tf.constant(bytes(item)))
-        else:
-            image = tf.constant(array_to_rgb(item))
-        prepared.append(resize(image, size))
+    for index, item in enumerate(images):
+        try:
+            if isinstance(item, (bytes, bytearray)):
+                image = decode_image(tf.constant(bytes(item)))
+            else:
+                image = tf.constant(array_to_rgb(item))
+            prepared.append(resize(image, size))
+        except Exception as exc:  # TF raises InvalidArgumentError for undecodable bytes
+            raise ValueError(f"image {index}: cannot decode ({_short(exc)})") from exc
     return tf.stack(prepared).numpy() if prepared else np.zeros((0, size, size, 3), np.float32)
+
+
+def _short(exc: Exception) -> str:
+    """TF's error text without its op/device decorations."""
+    text = re.sub(r"\{\{.*?\}\}|\[Op:.*$", "", str(exc), flags=re.S).strip()
+    return (text or type(exc).__name__)[:200]

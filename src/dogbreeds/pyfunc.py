@@ -101,24 +101,11 @@ class BreedClassifier(mlflow.pyfunc.PythonModel):
         return rank(probabilities, self.classes, top_k)
 
     def preprocess(self, items: list[bytes | np.ndarray]) -> np.ndarray:
-        """Decode + resize every image (via :func:`prepare_batch`), naming a bad one."""
+        """Decode + resize every image (:func:`dogbreeds.preprocess.prepare_batch`, which
+        names a bad one)."""
         from dogbreeds.preprocess import prepare_batch
 
-        prepared = []
-        for index, item in enumerate(items):
-            try:
-                prepared.append(prepare_batch([item], self.image_size))
-            except Exception as exc:  # TF raises InvalidArgumentError for undecodable bytes
-                raise ValueError(f"image {index}: cannot decode ({_short(exc)})") from exc
-        if not prepared:
-            return np.zeros((0, self.image_size, self.image_size, 3), np.float32)
-        return np.concatenate(prepared, axis=0)
-
-
-def _short(exc: Exception) -> str:
-    """TF's error text without its op/device decorations."""
-    text = re.sub(r"\{\{.*?\}\}|\[Op:.*$", "", str(exc), flags=re.S).strip()
-    return (text or type(exc).__name__)[:200]
+        return prepare_batch(items, self.image_size)
 
 
 def _top_k(params: Mapping[str, Any] | None) -> int:

@@ -48,10 +48,11 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from dogbreeds.predict import (
     ModelLoadError,
+    classify,
     decode_error,
     display_name,
-    first_line,
     load_model,
+    no_model_error,
     open_store,
 )
 
@@ -166,9 +167,7 @@ class ModelHolder:
                 try:
                     version = resolve_alias(self.ref.name, self.ref.alias, self._registry_uri)
                 except Exception as exc:
-                    raise ModelLoadError(
-                        f"no model at {self.model_uri}: run `make repro` first, or pass "
-                        f"--model URI ({first_line(exc)})") from exc
+                    raise no_model_error(self.model_uri, exc) from exc
                 uri = f"models:/{self.ref.name}/{version}"
             self._state = (load_model(uri), self._describe(version))
             self._last_check = time.monotonic()
@@ -206,20 +205,17 @@ class ModelHolder:
         Raises:
             ApiError: 503 when no model is loaded, 400 when the model cannot decode the image.
         """
-        import pandas as pd
-
         self.maybe_refresh()
         model, info = self._state
         if model is None:
             raise ApiError(503, "no model loaded")
         try:
             with self._predict_lock:
-                frame = model.predict(pd.DataFrame({"image": [image]}), params={"top_k": top_k})
+                (ranked,) = classify(model, [image], top_k)
         except ValueError as exc:
             raise ApiError(400, f"could not decode the image: {decode_error(exc)}") from exc
-        predictions = [{"breed": str(item["breed"]), "label": display_name(str(item["breed"])),
-                        "probability": float(item["probability"])}
-                       for item in frame["top_k"].iloc[0]]
+        predictions = [{"breed": item["breed"], "label": display_name(item["breed"]),
+                        "probability": item["probability"]} for item in ranked]
         return predictions, info
 
 
