@@ -15,6 +15,9 @@ Misbehaviours, each switched on by an option:
 - ``status=403`` (or any code): every request gets that error status.
 - ``throttle=S``: sleep S seconds after each 64 KiB block of a body (a slow link, so a test
   can kill the client mid-file).
+
+``free_port()`` / ``free_ports(n)``: ports on 127.0.0.1 nothing listens on (for a server a
+test starts, or to get "connection refused").
 """
 
 from __future__ import annotations
@@ -210,3 +213,24 @@ def serve_directory(directory: Path | str, **options: object) -> Iterator[str]:
     """
     with DirectoryServer(directory, **options) as server:  # type: ignore[arg-type]
         yield server.url
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports on 127.0.0.1 that nothing listens on (bound together, released).
+
+    Also a port to connect to for "connection refused"; a server started on it must bind it
+    soon (another process could take it in between).
+    """
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def free_port() -> int:
+    """One port from :func:`free_ports`."""
+    return free_ports(1)[0]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -14,8 +12,8 @@ import pandas as pd
 import pytest
 
 import fakedata
-from conftest import make_project, venv_env
-from dogbreeds import augment, metadata, split
+from conftest import make_project, run_stage, stage_runs
+from dogbreeds import augment, metadata, split, tracking
 from dogbreeds.augment import AugmentSettings
 from dogbreeds.profiles import apply_profile
 
@@ -138,11 +136,6 @@ def test_build_dataset_appends_augmented_rows_to_the_split(project):
     assert nothing.empty and not (root / "none").exists()
 
 
-def run_stage(project: Path, stage: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", f"pipeline.{stage}"], cwd=project,
-                          env=venv_env(), capture_output=True, text=True, timeout=300)
-
-
 @pytest.fixture()
 def stage_project(tmp_path, fake_tree) -> Path:
     proj = make_project(tmp_path / "proj")
@@ -165,9 +158,8 @@ def test_stage_writes_images_dataset_and_mlflow_run(stage_project):
     assert [f.relative_to(proj).as_posix() for f in files] == sorted(augmented["path"])
     assert all(max(cv2.imread(str(f)).shape) <= 64 for f in files)   # debug max_side
 
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{proj / 'mlflow.db'}")
-    (run,) = client.search_runs([client.get_experiment_by_name("dogbreeds").experiment_id],
-                                filter_string="tags.`dogbreeds.stage` = 'augment'")
+    (run,) = stage_runs(proj, "augment")
+    client = mlflow.MlflowClient(tracking.local_tracking_uri(proj))
     assert run.data.metrics["augmented"] == 24
     assert [a.path for a in client.list_artifacts(run.info.run_id, "figures")] == [
         "figures/augmentations.png"]

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REPO
 from dogbreeds.predict import display_name
 from dogbreeds.web import create_app
 from tiny_registry import running_app
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 import screenshot  # noqa: E402  (scripts/screenshot.py: the same launch settings)
 

@@ -9,7 +9,6 @@ processes on 127.0.0.1, configured by TF_CONFIG, train one epoch together.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import textwrap
@@ -20,6 +19,7 @@ import pytest
 
 from conftest import REPO, venv_env
 from dogbreeds import distribute
+from servers import free_ports
 
 
 def run_script(code: str, tmp_path: Path, timeout: float = 180, **env: str) -> dict:
@@ -154,16 +154,6 @@ MULTI_WORKER = """
         "weights": [float(w.numpy().sum()) for w in model.trainable_variables],
     }))
 """
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 @pytest.mark.slow

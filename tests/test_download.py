@@ -11,19 +11,15 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pytest
 import yaml
 
 import fakedata
-from conftest import make_project, venv_env
+from conftest import REPO, SAMPLE_DIR, make_project, relative_files, run_stage, stage_runs
 from dogbreeds import download
 from dogbreeds.download import (
     ChecksumError,
@@ -34,11 +30,9 @@ from dogbreeds.download import (
     fetch,
 )
 from dogbreeds.profiles import apply_profile
-from servers import DirectoryServer
+from servers import DirectoryServer, free_port
 
 ARCHIVES = ["images.tar", "annotation.tar", "lists.tar"]
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE_DIR = REPO.parent / "shared" / "data" / "stanford-dogs-sample"
 
 
 def run(base_urls, tmp_path, checksums, archives=ARCHIVES, **kwargs):
@@ -48,20 +42,12 @@ def run(base_urls, tmp_path, checksums, archives=ARCHIVES, **kwargs):
                             checksums, **options)
 
 
-def relative_files(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 def random_bytes(n: int, seed: int = 0) -> bytes:
     return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
 
 
 def closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/"
+    return f"http://127.0.0.1:{free_port()}/"
 
 
 # --------------------------------------------------------------------------- happy paths
@@ -374,13 +360,6 @@ def test_unsafe_archive_fails_the_whole_download(tmp_path):
 # --------------------------------------------------------------------------- the stage
 
 
-def _download_runs(project: Path) -> list:
-    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
-    return mlflow.search_runs(experiment_names=["dogbreeds"],
-                              filter_string="tags.`dogbreeds.stage` = 'download'",
-                              output_format="list")
-
-
 @pytest.mark.slow
 def test_stage_end_to_end(fake_archives, tmp_path):
     project = make_project(tmp_path / "proj")
@@ -391,15 +370,13 @@ def test_stage_end_to_end(fake_archives, tmp_path):
             "download.mirrors=[]",
             f"download.checksums={json.dumps({**checksums, 'lists.tar': '0' * 64})}",
         ])
-        failed = subprocess.run([sys.executable, "-m", "pipeline.download"], cwd=project,
-                                env=venv_env(), capture_output=True, text=True, timeout=300)
+        failed = run_stage(project, "download")
         assert failed.returncode != 0
         assert "ChecksumError" in failed.stderr and checksums["lists.tar"] in failed.stderr
 
         apply_profile(project / "params.yaml", None,
                       [f"download.checksums={json.dumps(checksums)}"])
-        done = subprocess.run([sys.executable, "-m", "pipeline.download"], cwd=project,
-                              env=venv_env(), capture_output=True, text=True, timeout=300)
+        done = run_stage(project, "download")
         assert done.returncode == 0, done.stderr
 
     raw = project / "data" / "raw"
@@ -410,7 +387,7 @@ def test_stage_end_to_end(fake_archives, tmp_path):
     assert report["found"] == ARCHIVES and "stats" not in report
     assert (project / "data" / "downloads" / "images.tar").is_file()  # the cache survives
 
-    runs = _download_runs(project)
+    runs = stage_runs(project, "download")
     finished = [r for r in runs if r.info.status == "FINISHED"]
     assert len(finished) == 1 and [r.info.status for r in runs].count("FAILED") == 1
     run_ = finished[0]

@@ -13,13 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import dvc_bin, make_project, venv_env
+from conftest import GIT_ENV, dvc_bin, make_project, relative_files, venv_env
 from dogbreeds.profiles import apply_profile
 
 pytestmark = pytest.mark.slow
-
-GIT_ENV = dict(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@t")
 
 
 def run(cwd: Path, *cmd: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -31,11 +28,6 @@ def run(cwd: Path, *cmd: str, timeout: float = 600) -> subprocess.CompletedProce
 
 def dvc(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     return run(cwd, dvc_bin(), *args)
-
-
-def tree_digest(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +65,7 @@ def test_fresh_clone_pulls_and_repro_does_nothing(pushed, tmp_path):
     # Only the stages that ran have outputs (a full project: plain `dvc pull`).
     dvc(clone, "pull", "--with-deps", "build_metadata")
     for out in ("data/raw", "data/metadata"):
-        assert tree_digest(clone / out) == tree_digest(project / out), out
+        assert relative_files(clone / out) == relative_files(project / out), out
     assert "Data and pipelines are up to date" in dvc(clone, "status", "--with-deps", "build_metadata").stdout
     repro = dvc(clone, "repro", "build_metadata")
     assert "Running stage" not in repro.stdout

@@ -19,14 +19,11 @@ from pathlib import Path
 import pytest
 
 import fakedata
-from conftest import dvc_bin, make_project, venv_env
+from conftest import GIT_ENV, dvc_bin, make_project, run_stage, venv_env
 from dogbreeds.profiles import apply_profile
 from servers import DirectoryServer
 
 pytestmark = pytest.mark.slow
-
-GIT_ENV = dict(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@t")
 
 
 def wait_for(predicate, timeout: float, what: str, poll: float = 0.05) -> None:
@@ -144,8 +141,7 @@ def test_download_killed_mid_file_resumes_from_the_part(big_archives, tmp_path):
 
     with DirectoryServer(archives) as fast:
         apply_profile(project / "params.yaml", None, [f"download.base_url={fast.url}"])
-        done = subprocess.run([sys.executable, "-m", "pipeline.download"], cwd=project,
-                              env=venv_env(), capture_output=True, text=True, timeout=300)
+        done = run_stage(project, "download")
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         image_requests = [r for r in fast.requests
                           if r.method == "GET" and r.path == "/images.tar"]

@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -17,8 +15,8 @@ import pytest
 from PIL import Image
 
 import fakedata
-from conftest import make_project, venv_env
-from dogbreeds import metadata
+from conftest import make_project, run_stage, stage_runs
+from dogbreeds import metadata, tracking
 from dogbreeds.profiles import apply_profile
 
 CHIHUAHUA = "n02085620-Chihuahua"
@@ -184,17 +182,10 @@ def test_scan_speed_is_thousands_of_files_per_second(tmp_path):
     assert len(df) == 450 and rate > 500, f"{rate:.0f} files/s"
 
 
-def run_stage(project: Path, stage: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", f"pipeline.{stage}"], cwd=project,
-                          env=venv_env(), capture_output=True, text=True, timeout=300)
-
-
 def stage_run_artifacts(project: Path, stage: str) -> tuple[mlflow.entities.Run, set[str]]:
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("dogbreeds")
-    runs = client.search_runs([experiment.experiment_id],
-                              filter_string=f"tags.`dogbreeds.stage` = '{stage}'")
+    runs = stage_runs(project, stage)
     assert len(runs) == 1
+    client = mlflow.MlflowClient(tracking.local_tracking_uri(project))
     run = runs[0]
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     names |= {a.path for a in client.list_artifacts(run.info.run_id, "figures")}

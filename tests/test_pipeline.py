@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import dvc_bin, make_project, venv_env
+from conftest import GIT_ENV, dvc_bin, make_project, venv_env
 from dogbreeds.profiles import apply_profile
 from servers import serve_directory
 
@@ -34,8 +34,7 @@ def ran_stages(output: str) -> list[str]:
 
 
 def commit_all(project: Path, message: str) -> None:
-    env = venv_env(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
-                   GIT_COMMITTER_EMAIL="t@t")
+    env = venv_env(**GIT_ENV)
     subprocess.run(["git", "add", "-A"], cwd=project, check=True, env=env)
     subprocess.run(["git", "commit", "-qm", message], cwd=project, check=True, env=env)
 

@@ -165,12 +165,10 @@ def test_console_script(registry, tmp_path):
     folder = tmp_path / "photos"
     shutil.copytree(registry.photos["Chihuahua"][0].parent, folder)
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
-    env = venv_env()
-    env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.run(
         [str(Path(sys.executable).with_name("dogbreeds")), "predict", str(folder),
          "--json", "--top-k", "1", "--csv", str(tmp_path / "out.csv")],
-        cwd=registry.root, env=env, capture_output=True, text=True, timeout=300)
+        cwd=registry.root, env=venv_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == EXIT_FAILED, proc.stderr
     results = {Path(r["path"]).name: r for r in json.loads(proc.stdout)}
     assert results["broken.jpg"]["status"] == "error"

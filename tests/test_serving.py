@@ -6,7 +6,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,15 +18,10 @@ import pytest
 import tiny_models as tm
 from conftest import venv_env
 from dogbreeds import tracking
+from servers import free_port
 
 pytestmark = pytest.mark.slow
 NAME = "dogbreeds-serve-test"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def post(url: str, body: dict) -> tuple[int, dict]:

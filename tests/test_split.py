@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -14,8 +12,8 @@ import mlflow
 import pandas as pd
 import pytest
 
-from conftest import make_project, venv_env
-from dogbreeds import metadata, split
+from conftest import make_project, run_stage, stage_runs
+from dogbreeds import metadata, split, tracking
 from dogbreeds.profiles import apply_profile
 
 BREED_SIZES = {"Chihuahua": 40, "papillon": 25, "beagle": 12, "kelpie": 3}
@@ -150,11 +148,6 @@ def test_official_lists_not_matching_the_images_fail(lists_dir):
                             official=split.load_official_lists(lists_dir))
 
 
-def run_stage(project: Path, stage: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", f"pipeline.{stage}"], cwd=project,
-                          env=venv_env(), capture_output=True, text=True, timeout=300)
-
-
 def test_stage_writes_split_summary_and_mlflow_run(tmp_path, fake_tree):
     project = make_project(tmp_path / "proj")
     shutil.copytree(fake_tree, project / "data" / "raw")
@@ -173,9 +166,8 @@ def test_stage_writes_split_summary_and_mlflow_run(tmp_path, fake_tree):
     assert summary["per_breed"]["val"] == {"Chihuahua": 1, "golden_retriever": 1, "papillon": 1}
     assert summary["folds"] == 2 and df["boxes"].map(len).sum() > 0   # boxes survive
 
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    (run,) = client.search_runs([client.get_experiment_by_name("dogbreeds").experiment_id],
-                                filter_string="tags.`dogbreeds.stage` = 'split'")
+    (run,) = stage_runs(project, "split")
+    client = mlflow.MlflowClient(tracking.local_tracking_uri(project))
     assert run.data.metrics["train"] == 12 and run.data.params["split.method"] == "stratified"
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert "figures/split_counts.png" in figures

@@ -11,10 +11,9 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from conftest import GIT_ENV
 from dogbreeds import tracking
-
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+from servers import free_port
 
 
 def git_repo(path: Path) -> str:
@@ -26,13 +25,6 @@ def git_repo(path: Path) -> str:
         subprocess.run(cmd, cwd=path, check=True, env=env, capture_output=True)
     return subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, check=True, env=env,
                           capture_output=True, text=True).stdout.strip()
-
-
-def closed_port() -> int:
-    """A port on 127.0.0.1 nothing listens on (bound then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_configure_creates_experiment_in_sqlite_with_artifacts_under_mlruns(tmp_path):
@@ -120,7 +112,7 @@ def test_http_defaults_are_bounded_but_user_values_win(tmp_path, monkeypatch):
 
 
 def test_refused_tracking_server_fails_clearly_within_seconds(tmp_path, monkeypatch):
-    uri = f"http://127.0.0.1:{closed_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     start = time.monotonic()
     with pytest.raises(tracking.TrackingServerUnreachable,
@@ -147,4 +139,4 @@ def test_silent_tracking_server_times_out_instead_of_hanging(tmp_path, monkeypat
 
 def test_probe_skips_non_http_stores_and_can_be_disabled(monkeypatch):
     tracking.check_server("sqlite:///nowhere/mlflow.db")
-    tracking.check_server(f"http://127.0.0.1:{closed_port()}", timeout=0)
+    tracking.check_server(f"http://127.0.0.1:{free_port()}", timeout=0)

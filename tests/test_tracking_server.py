@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from mlflow import MlflowClient
 import tiny_models
 from conftest import venv_env
 from dogbreeds import data, tracking, training
+from servers import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -37,12 +37,6 @@ class Server:
     url: str
     artifacts: Path
     process: subprocess.Popen
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
