@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-stamp
 SHARED ?= ../shared
 PYTEST_ARGS ?=
 
-.PHONY: setup repro repro-sample repro-debug test ui clean-venv
+.PHONY: setup repro repro-sample test ui clean-venv
 
 setup: $(STAMP)
 
