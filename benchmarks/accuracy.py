@@ -14,9 +14,9 @@ import argparse
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from benchmarks.common import ROOT, load, write_result
+from pipeline.common import PARAMS_FILE, load_params
 
 NAME = "accuracy"
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
         write_result(NAME, result, load_before)
         return result
     table = pd.read_csv(table_path)
-    params = yaml.safe_load((project / "params.yaml").read_text())
+    params = load_params(project / PARAMS_FILE)
     images = None
     metadata = project / "data" / "split" / "split.parquet"
     if metadata.is_file():

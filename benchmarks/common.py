@@ -7,11 +7,10 @@ ratio measured in the same run is the number to trust) and its own measurements.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import re
-import subprocess
+import resource
 import sys
 import tarfile
 import time
@@ -22,6 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+
+from dogbreeds.jsonfile import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -79,22 +80,34 @@ def ratio(numerator: float, denominator: float) -> float:
 
 
 def git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                              capture_output=True, check=True).stdout.strip() or None
-    except (OSError, subprocess.CalledProcessError):
-        return None
+    """This checkout's HEAD, short (7 characters); None outside git."""
+    from dogbreeds.tracking import git_commit as head
+
+    commit = head(ROOT)
+    return commit[:7] if commit else None
+
+
+def rss_mib() -> float:
+    """Current resident set size (MiB) from /proc/self/statm."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * resource.getpagesize() / 2 ** 20
+
+
+def peak_rss_mib() -> float:
+    """The process's peak resident set size so far (MiB): ``ru_maxrss``, a high-water mark."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def write_result(name: str, result: dict, load_before: list[float]) -> Path:
     """``benchmarks/results/<name>.json``: the result plus machine, load and commit."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    payload = {"benchmark": name, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-               "git_commit": git_commit(), "machine": machine(),
-               "load_before": load_before, "load_after": load(), **result}
+    created, host, load_after = time.strftime("%Y-%m-%dT%H:%M:%S%z"), machine(), load()
+    # After machine(): git_commit imports mlflow, which must not appear in the versions of a
+    # benchmark that never used it.
+    payload = {"benchmark": name, "created": created, "git_commit": git_commit(),
+               "machine": host, "load_before": load_before, "load_after": load_after, **result}
     path = RESULTS_DIR / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
-    print(f"wrote {path.relative_to(ROOT)}  (load avg before {load_before}, after {load()})")
+    write_json(path, payload)
+    print(f"wrote {path.relative_to(ROOT)}  (load avg before {load_before}, after {load_after})")
     return path
 
 

@@ -16,24 +16,14 @@ size, on a ``--baseline-files`` subset, single-threaded.
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 import tracemalloc
 from pathlib import Path
 
-from benchmarks.common import SCRATCH, load, ratio, synthetic_tree, timed, write_result
+from benchmarks.common import (SCRATCH, load, peak_rss_mib, ratio, rss_mib, synthetic_tree,
+                               timed, write_result)
 
 NAME = "metadata"
-
-
-def rss_mib() -> float:
-    """Current resident set size (MiB) from /proc/self/statm."""
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return pages * resource.getpagesize() / 2 ** 20
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from benchmarks.common import ROOT, load, ratio, synthetic_tree, write_result
+from benchmarks.common import (ROOT, load, peak_rss_mib, ratio, rss_mib, synthetic_tree,
+                               write_result)
 
 NAME = "train_memory"
 DISTINCT = 2000
@@ -46,19 +45,15 @@ def child(n_images: int, image_size: int, batch_size: int) -> dict:
                               dense=[64], dropout=0.2, learning_rate=1e-3,
                               augmentation={"flip": True}, seed=0)
     ds = make_dataset(df, classes, image_size, batch_size, shuffle=True, seed=0)
-    rss_before = _rss_mib()
+    rss_before = rss_mib()
     start = time.perf_counter()
     history = model.fit(ds, epochs=1, verbose=0)
     seconds = time.perf_counter() - start
     return {"n_images": n_images, "rss_before_fit_mib": round(rss_before, 1),
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_rss_mib": round(peak_rss_mib(), 1),
             "fit_seconds": round(seconds, 2),
             "images_per_second": round(n_images / seconds, 1),
             "loss": float(history.history["loss"][-1])}
-
-
-def _rss_mib() -> float:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2 ** 20
 
 
 def main(argv: list[str] | None = None) -> dict:

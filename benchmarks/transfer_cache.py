@@ -12,10 +12,11 @@ jobs on a shared machine only ever add time):
     trains on the images (:func:`dogbreeds.data.make_dataset`): the frozen backbone runs over
     every image again in every epoch, for training and validation.
 
-Then the real stage path on the same cache: save + load the cache and
-:func:`dogbreeds.training.train_transfer` with the ``train_transfer`` params of params.yaml
-(head fit with early stopping, assembling the full model, ``model.keras``, curves, MLflow run
-and logged model into a temporary SQLite store, created beforehand as the pipeline's first
+Then the real stages on the same cache, in a temporary project with a copy of params.yaml:
+the ``features`` stage's pass (a's) + saving the cache where ``train_transfer`` reads it, and
+the ``train_transfer`` stage itself (``pipeline.train_transfer.main``: load the cache, head
+fit with early stopping, assembling the full model, ``model.keras``, curves, MLflow run and
+logged model into the project's SQLite store, created beforehand as the pipeline's first
 stage does), divided by the fastest backbone pass of (a) (the floor).
 
 Inputs: the real 4-breed sample (``../shared/data/stanford-dogs-sample/images.tar``, all 724
@@ -36,14 +37,14 @@ as in the pipeline; (b) trains on images at ``--batch-size``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 from pathlib import Path
 
-import yaml
-
 from benchmarks.common import (MOBILENET_WEIGHTS, ROOT, add_split, load, ratio, sample_images,
                                synthetic_tree, timed, write_result)
+from pipeline.common import PARAMS_FILE, load_params
 
 NAME = "transfer_cache"
 BACKBONE = "mobilenetv2"
@@ -95,14 +96,15 @@ def main(argv: list[str] | None = None) -> dict:
     val_df = df[df["split"] == "val"].reset_index(drop=True)
     weights = str(MOBILENET_WEIGHTS) if MOBILENET_WEIGHTS.is_file() else "none"
     size, batch, epochs = args.image_size, args.batch_size, args.epochs
-    cfg = yaml.safe_load((ROOT / "params.yaml").read_text())["train_transfer"]
+    params = load_params(ROOT / PARAMS_FILE)
+    cfg = params["train_transfer"]
     head_batch = int(cfg.get("head_batch_size") or cfg["batch_size"])
     head_cfg = {"dense": cfg["dense"], "dropout": float(cfg["dropout"]), "pooling": "avg",
                 "learning_rate": float(cfg["learning_rate"])}
     print(f"{NAME}: {len(train_df)} train + {len(val_df)} val images of {len(classes)} breeds "
           f"({source}), {BACKBONE} @ {size}px, weights {Path(weights).name}, {epochs} epochs")
 
-    warm_up(df, classes, weights, size, batch)
+    warm_up(df, weights, size, batch)
     runs_a, runs_b = [], []
     for repeat in range(args.repeats):   # alternate (a) and (b): load drifts hit both alike
         runs_a.append(cached_head(args, df, classes, weights, head_cfg, head_batch))
@@ -136,13 +138,13 @@ def main(argv: list[str] | None = None) -> dict:
             "val_accuracy_difference": round(best_a["val_accuracy"] - best_b["val_accuracy"], 4),
         })
     if not args.skip_stage:
-        result["stage"] = stage_vs_floor(cfg, by_split, index, meta, extractor,
+        result["stage"] = stage_vs_floor(params, by_split, index, meta, extractor,
                                          best_a["backbone_pass_seconds"], args.seed)
     write_result(args.name, result, load_before)
     return result
 
 
-def warm_up(df, classes, weights, size: int, batch: int) -> None:
+def warm_up(df, weights, size: int, batch: int) -> None:
     """Untimed: start TensorFlow's runtime, thread pools and oneDNN kernels for these shapes
     with a throwaway extractor, so that neither (a) nor (b) pays them for the other."""
     from dogbreeds import features
@@ -211,37 +213,41 @@ def recompute_every_epoch(args, train_df, val_df, classes, weights, head_cfg: di
                 (len(train_df) + len(val_df)) * epochs / t_full["seconds"], 3)}
 
 
-def stage_vs_floor(cfg: dict, by_split, index, meta, extractor, pass_seconds: float,
+def stage_vs_floor(params: dict, by_split, index, meta, extractor, pass_seconds: float,
                    seed: int) -> dict:
-    """features (pass + save) + train_transfer (real stage code, params.yaml values) vs the pass.
+    """features (pass + save) + the real train_transfer stage (params.yaml values) vs the pass.
 
     The floor is the backbone pass alone (building the extractor included, as in the stage):
     no pipeline can do a frozen-backbone model in less than one look at every image.
     """
-    from dogbreeds import backbones, features, tracking, training
+    import yaml
 
+    import pipeline.train_transfer
+    from dogbreeds import backbones, features, tracking
+
+    # The repo's params, but this run's seed, and the head only: the temporary project holds
+    # a feature cache and no images to fine-tune on.
+    params = {**params, "base": {**params["base"], "seed": seed},
+              "train_transfer": {**params["train_transfer"], "fine_tune_layers": 0}}
+    cfg = params["train_transfer"]
+    cwd = Path.cwd()
     with tempfile.TemporaryDirectory(prefix="bench-stage-") as tmp:
         tmp = Path(tmp)
+        (tmp / PARAMS_FILE).write_text(yaml.safe_dump(params, sort_keys=False))
         # A project's tracking store is created once, by its first stage (download), not by
         # train_transfer: create it untimed (the schema migration alone takes ~4 s).
-        with tracking.stage_run("download", tmp, experiment="bench"):
+        with tracking.stage_run("download", tmp, experiment=params["base"]["experiment"]):
             pass
         with timed() as t_save:
-            features.save_feature_cache(tmp / "features", by_split, index, meta,
-                                        backbone=backbones.find_backbone(extractor))
-        with timed() as t_train:
-            with tracking.stage_run("train_transfer", tmp, params={"train_transfer": cfg},
-                                    experiment="bench"):
-                cache = features.load_feature_cache(tmp / "features")
-                metrics = training.train_transfer(
-                    cache, backbone_name=BACKBONE, out_dir=tmp / "models" / BACKBONE,
-                    work_dir=tmp / "checkpoints", dense=cfg["dense"],
-                    dropout=float(cfg["dropout"]), pooling=cfg["pooling"],
-                    learning_rate=float(cfg["learning_rate"]), epochs=int(cfg["epochs"]),
-                    batch_size=int(cfg["batch_size"]),
-                    head_batch_size=int(cfg.get("head_batch_size") or cfg["batch_size"]),
-                    early_stopping_patience=int(cfg["early_stopping_patience"]), seed=seed,
-                    verbose=0)
+            features.save_feature_cache(tmp / cfg["features_dir"] / BACKBONE, by_split, index,
+                                        meta, backbone=backbones.find_backbone(extractor))
+        os.chdir(tmp)  # stages run from the project root (pipeline.common.project_root)
+        try:
+            with timed() as t_train:
+                pipeline.train_transfer.main([BACKBONE])
+        finally:
+            os.chdir(cwd)
+        metrics = json.loads((tmp / cfg["output"] / BACKBONE / "metrics.json").read_text())
     stage_seconds = pass_seconds + t_save["seconds"] + t_train["seconds"]
     out = {
         "features_stage_seconds": round(pass_seconds + t_save["seconds"], 3),
