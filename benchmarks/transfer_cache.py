@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
     size, batch, epochs = args.image_size, args.batch_size, args.epochs
     params = load_params(ROOT / PARAMS_FILE)
     cfg = params["train_transfer"]
-    head_batch = int(cfg.get("head_batch_size") or cfg["batch_size"])
+    head_batch = int(cfg["head_batch_size"])
     head_cfg = {"dense": cfg["dense"], "dropout": float(cfg["dropout"]), "pooling": "avg",
                 "learning_rate": float(cfg["learning_rate"])}
     print(f"{NAME}: {len(train_df)} train + {len(val_df)} val images of {len(classes)} breeds "
