@@ -81,7 +81,7 @@ def ratio(numerator: float, denominator: float) -> float:
 
 def git_commit() -> str | None:
     """This checkout's HEAD, short (7 characters); None outside git."""
-    from dogbreeds.tracking import git_commit as head
+    from dogbreeds.tracking.store import git_commit as head
 
     commit = head(ROOT)
     return commit[:7] if commit else None
@@ -205,7 +205,7 @@ def write_annotation(path: Path, image: np.ndarray, class_index: int) -> None:
 
 def add_split(df: pd.DataFrame, val_fraction: float, seed: int = 42) -> pd.DataFrame:
     """``split`` = train/val per breed with the project's own stratified assignment."""
-    from dogbreeds.split import stratified_assignment
+    from dogbreeds.data.split import stratified_assignment
 
     df = df.reset_index(drop=True).copy()
     df["split"] = stratified_assignment(df["path"], df["breed"], val_fraction, 0.0, seed)

@@ -1,13 +1,13 @@
 """Inference: single-photo latency through the registered pyfunc per backbone; web demo req/s.
 
-For every backbone of :data:`dogbreeds.backbones.BACKBONES` (at its default input size,
+For every backbone of :data:`dogbreeds.models.backbones.BACKBONES` (at its default input size,
 ``weights=None``: latency does not depend on the weights' values) a transfer model with a
-4-class head is saved, logged with :func:`dogbreeds.pyfunc.log_classifier` and registered in a
+4-class head is saved, logged with :func:`dogbreeds.serving.pyfunc.log_classifier` and registered in a
 temporary SQLite MLflow store, loaded back from ``models:/<name>/1`` and asked for one real
 JPEG photo at a time (encoded bytes in, ranked breeds out: decode + resize + model +
 ranking). p50/p95 over ``--calls`` calls after a warm-up.
 
-Then the web demo (:mod:`dogbreeds.web`, uvicorn, in a subprocess) serves the
+Then the web demo (:mod:`dogbreeds.serving.web`, uvicorn, in a subprocess) serves the
 ``--web-backbone`` model on 127.0.0.1 and ``--clients`` threads POST the photo to
 ``/api/predict`` until ``--requests`` requests are done: requests/s and latency under load.
 The server runs one prediction at a time (by design), so the ratio to the pyfunc's 1/p50 shows
@@ -60,9 +60,9 @@ def log_backbone(name: str, tmp: Path, classes: list[str]) -> tuple[str, int, fl
     """Save + log + register a weights-none transfer model; return (uri, size, seconds)."""
     import keras
 
-    from dogbreeds.backbones import build_backbone, image_size_for
-    from dogbreeds.models import build_head, build_transfer_model
-    from dogbreeds.pyfunc import log_classifier
+    from dogbreeds.models.backbones import build_backbone, image_size_for
+    from dogbreeds.models.builders import build_head, build_transfer_model
+    from dogbreeds.serving.pyfunc import log_classifier
 
     size = image_size_for(name, None)
     channels = int(build_backbone(name, None, size, pooling="avg").output.shape[-1])
@@ -78,7 +78,7 @@ def log_backbone(name: str, tmp: Path, classes: list[str]) -> tuple[str, int, fl
 
 
 def pyfunc_latency(uri: str, photo: bytes, calls: int, warmup: int = 3) -> dict:
-    from dogbreeds.pyfunc import load_classifier, predict_images
+    from dogbreeds.serving.pyfunc import load_classifier, predict_images
 
     start = time.perf_counter()
     model = load_classifier(uri)
@@ -100,11 +100,11 @@ def free_port() -> int:
 
 
 def web_throughput(uri: str, store: Path, photo: bytes, clients: int, requests: int) -> dict:
-    """Serve ``uri`` with ``dogbreeds.web.serve`` in a subprocess; hammer it from threads."""
+    """Serve ``uri`` with ``dogbreeds.serving.web.serve`` in a subprocess; hammer it from threads."""
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}"}
     server = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from dogbreeds.web import serve; "
+        [sys.executable, "-c", "import sys; from dogbreeds.serving.web import serve; "
          "serve(sys.argv[1], port=int(sys.argv[2]), refresh_seconds=None)", uri, str(port)],
         cwd=store, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -167,7 +167,7 @@ def web_throughput(uri: str, store: Path, photo: bytes, clients: int, requests: 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from dogbreeds.backbones import BACKBONES
+    from dogbreeds.models.backbones import BACKBONES
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backbones", nargs="+", default=list(BACKBONES))
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
     load_before = load()
     os.environ.pop("MLFLOW_TRACKING_URI", None)
 
-    from dogbreeds import tracking
+    from dogbreeds.tracking import store
 
     photo, photo_name = photo_bytes()
     classes = ["Maltese_dog", "German_shepherd", "Saint_Bernard", "golden_retriever"]
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
     per_backbone = {}
     with tempfile.TemporaryDirectory(prefix="bench-inference-") as tmp:
         tmp = Path(tmp)
-        tracking.configure(tmp, "bench")
+        store.configure(tmp, "bench")
         uris = {}
         for name in args.backbones:
             uri, size, log_seconds = log_backbone(name, tmp, classes)

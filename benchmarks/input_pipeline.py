@@ -2,15 +2,15 @@
 
 Same files, same output (float32 ``[32, S, S, 3]`` batches in 0–255 RGB), one process:
 
-- ``project``: :func:`dogbreeds.data.make_dataset` (tf.data: parallel map of the shared
-  :func:`dogbreeds.preprocess.load_image`, plain bilinear resize, prefetch) + flip;
+- ``project``: :func:`dogbreeds.data.datasets.make_dataset` (tf.data: parallel map of the shared
+  :func:`dogbreeds.data.preprocess.load_image`, plain bilinear resize, prefetch) + flip;
 - ``image_dataset_from_directory``: ``keras.utils.image_dataset_from_directory`` (bilinear,
   no antialiasing either) + the same flip;
 - ``opencv_loop``: a plain Python loop of ``cv2.imread`` → RGB → ``cv2.resize`` → flip;
 - ``opencv_threads``: the same per-image work in a thread pool (one thread per core);
 - ``project_with_antialias`` (diagnostic): the project's tf.data path with an antialiased
   bilinear resize instead, to measure what antialiasing (which
-  :func:`dogbreeds.preprocess.resize` leaves out) would cost.
+  :func:`dogbreeds.data.preprocess.resize` leaves out) would cost.
 
 Each path runs one untimed warm-up epoch (tracing, page cache), then ``--repeats`` timed
 rounds with the paths interleaved (so load from other jobs hits them alike); the median
@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> dict:
     import keras
     import tensorflow as tf
 
-    from dogbreeds.data import class_names, labels_for, make_dataset
-    from dogbreeds.preprocess import decode_image
+    from dogbreeds.data.datasets import class_names, labels_for, make_dataset
+    from dogbreeds.data.preprocess import decode_image
 
     df = sample_images(args.per_breed)
     source = "stanford-dogs-sample (real photos)"

@@ -3,7 +3,7 @@
 Input: 20,580 synthetic JPEGs (~500×375 like Stanford Dogs, ± 60 px) in 120 breed folders with a
 Pascal-VOC XML each, generated once under ``$DOGBREEDS_BENCH_DIR/metadata`` and reused.
 
-Measured: wall time of :func:`dogbreeds.metadata.build_metadata` over all of them (warm page
+Measured: wall time of :func:`dogbreeds.data.metadata.build_metadata` over all of them (warm page
 cache: every file is read once first), images/s, and its memory: the process's peak RSS
 growth during the call (``resource.getrusage`` high-water mark minus the RSS before it) and,
 in a second untimed call, the peak of Python-level allocations (``tracemalloc``). The
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import cv2
 
-    from dogbreeds.metadata import build_metadata
+    from dogbreeds.data.metadata import build_metadata
 
     with timed() as t_gen:
         files = synthetic_tree("metadata", args.images, args.breeds, (500, 375), jitter=60,

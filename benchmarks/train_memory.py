@@ -1,9 +1,9 @@
 """Memory: peak RSS of one scratch-CNN training epoch as the dataset grows (500 → 20,000).
 
-The training input streams from disk (:func:`dogbreeds.data.make_dataset` shuffles path
+The training input streams from disk (:func:`dogbreeds.data.datasets.make_dataset` shuffles path
 strings, decodes batch by batch), so peak memory should stay flat as the number of images
 grows. Each size runs in a fresh subprocess (``ru_maxrss`` is a per-process high-water mark):
-it builds a small :func:`dogbreeds.models.build_scratch_cnn` at 64 px and trains it one epoch
+it builds a small :func:`dogbreeds.models.builders.build_scratch_cnn` at 64 px and trains it one epoch
 with ``model.fit``; the child reports its RSS before ``fit`` and its peak.
 
 Inputs: 2,000 distinct small synthetic JPEGs (128×96, 10 classes) listed repeatedly to reach
@@ -32,8 +32,8 @@ def child(n_images: int, image_size: int, batch_size: int) -> dict:
     """Train one epoch on ``n_images`` rows; return RSS numbers (MiB) and timing."""
     import keras
 
-    from dogbreeds.data import class_names, make_dataset
-    from dogbreeds.models import build_scratch_cnn
+    from dogbreeds.data.datasets import class_names, make_dataset
+    from dogbreeds.models.builders import build_scratch_cnn
 
     files = synthetic_tree("train-memory", DISTINCT, CLASSES, (128, 96))
     df = files.iloc[[i % len(files) for i in range(n_images)]].reset_index(drop=True)

@@ -5,11 +5,11 @@ an untimed warm-up (TensorFlow's runtime and kernels: neither side pays them for
 alternating (a) and (b) ``--repeats`` times and keeping the fastest run of each (the other
 jobs on a shared machine only ever add time):
 
-(a) cached — one backbone pass over every image (:func:`dogbreeds.features.compute_feature_cache`,
+(a) cached — one backbone pass over every image (:func:`dogbreeds.models.features.compute_feature_cache`,
     what the ``features`` stage runs), then the head trains on the vectors
-    (:func:`dogbreeds.models.build_head` + :func:`dogbreeds.data.array_dataset`);
-(b) recompute — the full model (:func:`dogbreeds.models.build_transfer_model`, backbone frozen)
-    trains on the images (:func:`dogbreeds.data.make_dataset`): the frozen backbone runs over
+    (:func:`dogbreeds.models.builders.build_head` + :func:`dogbreeds.data.datasets.array_dataset`);
+(b) recompute — the full model (:func:`dogbreeds.models.builders.build_transfer_model`, backbone frozen)
+    trains on the images (:func:`dogbreeds.data.datasets.make_dataset`): the frozen backbone runs over
     every image again in every epoch, for training and validation.
 
 Then the real stages on the same cache, in a temporary project with a copy of params.yaml:
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
     load_before = load()
     os.environ.pop("MLFLOW_TRACKING_URI", None)  # the stage run goes to a temporary store
 
-    from dogbreeds.data import class_names
+    from dogbreeds.data.datasets import class_names
 
     df = None if args.synthetic else sample_images(args.per_breed)
     source = "stanford-dogs-sample (real photos)"
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
 def warm_up(df, weights, size: int, batch: int) -> None:
     """Untimed: start TensorFlow's runtime, thread pools and oneDNN kernels for these shapes
     with a throwaway extractor, so that neither (a) nor (b) pays them for the other."""
-    from dogbreeds import features
+    from dogbreeds.models import features
 
     features.extract_features(df.head(2 * batch), BACKBONE, weights, size, "avg", batch,
                               Path("/"))
@@ -155,9 +155,10 @@ def warm_up(df, weights, size: int, batch: int) -> None:
 
 def cached_head(args, df, classes, weights, head_cfg: dict, head_batch: int) -> dict:
     """(a): one backbone pass over every image, then the head on the cached vectors."""
-    from dogbreeds import features, training
-    from dogbreeds.data import array_dataset
-    from dogbreeds.models import build_head
+    from dogbreeds.models import features
+    from dogbreeds.models import training
+    from dogbreeds.data.datasets import array_dataset
+    from dogbreeds.models.builders import build_head
 
     size, batch, epochs = args.image_size, args.batch_size, args.epochs
     training.seed_everything(args.seed)
@@ -191,9 +192,9 @@ def cached_head(args, df, classes, weights, head_cfg: dict, head_batch: int) -> 
 def recompute_every_epoch(args, train_df, val_df, classes, weights, head_cfg: dict,
                           feature_shape: list[int]) -> dict:
     """(b): the full model with the frozen backbone, fit on images for the same epochs."""
-    from dogbreeds import training
-    from dogbreeds.data import make_dataset
-    from dogbreeds.models import build_head, build_transfer_model
+    from dogbreeds.models import training
+    from dogbreeds.data.datasets import make_dataset
+    from dogbreeds.models.builders import build_head, build_transfer_model
 
     size, batch, epochs = args.image_size, args.batch_size, args.epochs
     training.seed_everything(args.seed)
@@ -223,7 +224,9 @@ def stage_vs_floor(params: dict, by_split, index, meta, extractor, pass_seconds:
     import yaml
 
     import pipeline.train_transfer
-    from dogbreeds import backbones, features, tracking
+    from dogbreeds.models import backbones
+    from dogbreeds.models import features
+    from dogbreeds.tracking import store
 
     # The repo's params, but this run's seed, and the head only: the temporary project holds
     # a feature cache and no images to fine-tune on.
@@ -236,7 +239,7 @@ def stage_vs_floor(params: dict, by_split, index, meta, extractor, pass_seconds:
         (tmp / PARAMS_FILE).write_text(yaml.safe_dump(params, sort_keys=False))
         # A project's tracking store is created once, by its first stage (download), not by
         # train_transfer: create it untimed (the schema migration alone takes ~4 s).
-        with tracking.stage_run("download", tmp, experiment=params["base"]["experiment"]):
+        with store.stage_run("download", tmp, experiment=params["base"]["experiment"]):
             pass
         with timed() as t_save:
             features.save_feature_cache(tmp / cfg["features_dir"] / BACKBONE, by_split, index,

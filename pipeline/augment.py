@@ -11,7 +11,10 @@ import time
 
 import mlflow
 
-from dogbreeds import augment, figures, metadata, tracking
+from dogbreeds.data import augment
+from dogbreeds.tracking import figures
+from dogbreeds.data import metadata
+from dogbreeds.tracking import store
 from pipeline.common import load_params, project_root, table_path
 
 STAGE = "augment"
@@ -24,7 +27,7 @@ def main() -> None:
     cfg = params[STAGE]
     out_dir = root / cfg["output"]
     images_dir = out_dir / "images"
-    with tracking.stage_run(STAGE, root, params={STAGE: cfg},
+    with store.stage_run(STAGE, root, params={STAGE: cfg},
                             experiment=params["base"]["experiment"]):
         split_df = metadata.read_table(table_path(params, root, "split"))
         shutil.rmtree(images_dir, ignore_errors=True)  # no stale copies from other settings

@@ -14,7 +14,9 @@ from pathlib import Path
 import mlflow
 import numpy as np
 
-from dogbreeds import figures, metadata, tracking
+from dogbreeds.tracking import figures
+from dogbreeds.data import metadata
+from dogbreeds.tracking import store
 from dogbreeds.jsonfile import write_json
 from pipeline.common import load_params, project_root, table_path
 
@@ -42,7 +44,7 @@ def main() -> None:
     root = project_root()
     out_dir = Path(params[STAGE]["output"])
     converted_dir = out_dir / "converted"
-    with tracking.stage_run(STAGE, root, params={"data": params["data"], STAGE: params[STAGE]},
+    with store.stage_run(STAGE, root, params={"data": params["data"], STAGE: params[STAGE]},
                             experiment=params["base"]["experiment"]):
         start = time.perf_counter()
         df = metadata.build_metadata(root / params["data"]["raw_dir"], params["data"]["breeds"],

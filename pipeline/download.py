@@ -10,7 +10,8 @@ import logging
 
 import mlflow
 
-from dogbreeds import download, tracking
+from dogbreeds.data import download
+from dogbreeds.tracking import store
 from dogbreeds.jsonfile import write_json
 from pipeline.common import load_params, project_root
 
@@ -23,7 +24,7 @@ def main() -> None:
     cfg = params["download"]
     root = project_root()
     raw_dir = root / params["data"]["raw_dir"]
-    with tracking.stage_run("download", root,
+    with store.stage_run("download", root,
                             params={"download": cfg, "data.raw_dir": params["data"]["raw_dir"]},
                             experiment=params["base"]["experiment"]):
         report = download.download_dataset(

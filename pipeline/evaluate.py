@@ -16,7 +16,9 @@ from typing import Any
 import mlflow
 import pandas as pd
 
-from dogbreeds import evaluation, registry, tracking
+from dogbreeds.models import evaluation
+from dogbreeds.tracking import registry
+from dogbreeds.tracking import store
 from dogbreeds.jsonfile import write_json
 from pipeline.common import load_params, project_root, table_path
 
@@ -87,9 +89,9 @@ def main() -> None:
     for stale in (out / "models", out / "plots"):  # models removed from params must not linger
         shutil.rmtree(stale, ignore_errors=True)
 
-    with tracking.stage_run(STAGE, root, params={"evaluate": ev, "registry": reg},
+    with store.stage_run(STAGE, root, params={"evaluate": ev, "registry": reg},
                             experiment=params["base"]["experiment"]) as run:
-        stage_tags = tracking.stage_tags(STAGE, root)  # git commit etc.: asked once
+        stage_tags = store.stage_tags(STAGE, root)  # git commit etc.: asked once
         rows = []
         for trained in models:
             result = evaluate_one(trained, test_df, int(ev["batch_size"]), out, root, stage_tags)

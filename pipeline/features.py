@@ -11,7 +11,11 @@ from __future__ import annotations
 import mlflow
 import pandas as pd
 
-from dogbreeds import backbones, data, features, tracking, training
+from dogbreeds.models import backbones
+from dogbreeds.data import datasets
+from dogbreeds.models import features
+from dogbreeds.tracking import store
+from dogbreeds.models import training
 from pipeline.common import backbone_argument, load_params, project_root, table_path
 
 STAGE = "features"
@@ -26,13 +30,13 @@ def main(argv: list[str] | None = None) -> None:
     image_size = backbones.image_size_for(name, cfg.get("image_size"))
     training.seed_everything(int(base["seed"]))  # random init (weights: none) is reproducible
 
-    with tracking.stage_run(STAGE, root, params={"backbone": name, "image_size_px": image_size,
+    with store.stage_run(STAGE, root, params={"backbone": name, "image_size_px": image_size,
                                                  **{k: cfg[k] for k in PARAMS}},
                             experiment=base["experiment"], run_name=f"{STAGE}@{name}",
                             extra_tags={"backbone": name}):
         df = pd.read_parquet(table_path(params, root, "augment"))
         by_split, index, meta, extractor = features.compute_feature_cache(
-            df, data.class_names(df), name, cfg["weights"], image_size, cfg["pooling"],
+            df, datasets.class_names(df), name, cfg["weights"], image_size, cfg["pooling"],
             int(cfg["batch_size"]), root, use_augmented=bool(cfg["use_augmented"]))
         out_dir = root / cfg["features_dir"] / name
         features.save_feature_cache(out_dir, by_split, index, meta,

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import mlflow
 
-from dogbreeds import figures, metadata, split, tracking
+from dogbreeds.tracking import figures
+from dogbreeds.data import metadata
+from dogbreeds.data import split
+from dogbreeds.tracking import store
 from dogbreeds.jsonfile import write_json
 from pipeline.common import load_params, project_root, table_path
 
@@ -21,7 +24,7 @@ def main() -> None:
     root = project_root()
     cfg = params[STAGE]
     out_dir = root / cfg["output"]
-    with tracking.stage_run(STAGE, root, params={STAGE: cfg},
+    with store.stage_run(STAGE, root, params={STAGE: cfg},
                             experiment=params["base"]["experiment"]):
         df = metadata.read_table(table_path(params, root, "build_metadata"))
         official = None

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from dogbreeds import data, models, tracking, training
-from dogbreeds.distribute import global_batch_size, make_strategy
+from dogbreeds.data import datasets
+from dogbreeds.models import builders
+from dogbreeds.tracking import store
+from dogbreeds.models import training
+from dogbreeds.models.distribute import global_batch_size, make_strategy
 from pipeline.common import load_params, project_root, table_path
 
 STAGE = "train_scratch"
@@ -28,14 +31,14 @@ def main() -> None:
     # params give the per-replica batch; the global batch grows with the replicas.
     batch_size = global_batch_size(int(cfg["batch_size"]), strategy)
 
-    with tracking.stage_run(STAGE, root, params={"base": base, STAGE: cfg},
+    with store.stage_run(STAGE, root, params={"base": base, STAGE: cfg},
                             experiment=base["experiment"]):
         df = pd.read_parquet(table_path(params, root, "augment"))
-        classes, train_df, val_df, train_ds, val_ds = data.train_val_datasets(
+        classes, train_df, val_df, train_ds, val_ds = datasets.train_val_datasets(
             df, image_size, batch_size, use_augmented=bool(cfg["use_augmented"]), seed=seed,
             root=root)
         with strategy.scope():
-            model = models.build_scratch_cnn(
+            model = builders.build_scratch_cnn(
                 len(classes), image_size, blocks=cfg["blocks"], dense=cfg["dense"],
                 dropout=float(cfg["dropout"]), learning_rate=float(cfg["learning_rate"]),
                 pooling=cfg["pooling"], augmentation=cfg.get("online_augmentation"), seed=seed)
@@ -45,7 +48,7 @@ def main() -> None:
             n_train_images=len(train_df),
             early_stopping_patience=int(cfg["early_stopping_patience"]),
             work_dir=root / "checkpoints" / "scratch",
-            data_key=data.frames_fingerprint(train_df, val_df, root=root))
+            data_key=datasets.frames_fingerprint(train_df, val_df, root=root))
         print(f"{STAGE}: val_accuracy {metrics['val_accuracy']:.3f} after {metrics['epochs']} "
               f"epochs ({metrics['params']:,} params)")
 

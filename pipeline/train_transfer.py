@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from dogbreeds import data, features, tracking, training
-from dogbreeds.distribute import global_batch_size, make_strategy
+from dogbreeds.data import datasets
+from dogbreeds.models import features
+from dogbreeds.tracking import store
+from dogbreeds.models import training
+from dogbreeds.models.distribute import global_batch_size, make_strategy
 from pipeline.common import backbone_argument, load_params, project_root, table_path
 
 STAGE = "train_transfer"
@@ -23,14 +26,14 @@ def main(argv: list[str] | None = None) -> None:
     base, cfg = params["base"], params[STAGE]
     seed = int(base["seed"])
 
-    with tracking.stage_run(STAGE, root, params={"base": base, STAGE: cfg, "backbone": name},
+    with store.stage_run(STAGE, root, params={"base": base, STAGE: cfg, "backbone": name},
                             experiment=base["experiment"], run_name=f"{STAGE}@{name}",
                             extra_tags={"backbone": name}):
         cache = features.load_feature_cache(root / cfg["features_dir"] / name)
         frames = None
         if int(cfg["fine_tune_layers"]) > 0 and int(cfg["fine_tune_epochs"]) > 0:
             df = pd.read_parquet(table_path(params, root, "augment"))
-            train_df, val_df, _ = data.training_frames(df, bool(cfg["use_augmented"]))
+            train_df, val_df, _ = datasets.training_frames(df, bool(cfg["use_augmented"]))
             frames = (train_df, val_df)
         strategy = make_strategy(base.get("distribute"))
         metrics = training.train_transfer(

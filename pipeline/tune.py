@@ -12,8 +12,11 @@ import os
 
 import pandas as pd
 
-from dogbreeds import data, training, tracking, tuning
-from dogbreeds.distribute import global_batch_size, make_strategy
+from dogbreeds.data import datasets
+from dogbreeds.models import training
+from dogbreeds.tracking import store
+from dogbreeds.models import tuning
+from dogbreeds.models.distribute import global_batch_size, make_strategy
 from dogbreeds.jsonfile import write_json
 from pipeline.common import load_params, project_root, table_path
 
@@ -31,14 +34,14 @@ def main() -> None:
     # params give the per-replica batch; the global batch grows with the replicas.
     batch_size = global_batch_size(int(tune["batch_size"]), strategy)
 
-    with tracking.stage_run(STAGE, root, params={"base": base, "tune": tune,
+    with store.stage_run(STAGE, root, params={"base": base, "tune": tune,
                                                  "train_scratch": scratch},
                             experiment=base["experiment"]):
         df = pd.read_parquet(table_path(params, root, "augment"))
-        classes, train_df, val_df, train_ds, val_ds = data.train_val_datasets(
+        classes, train_df, val_df, train_ds, val_ds = datasets.train_val_datasets(
             df, image_size, batch_size, use_augmented=bool(scratch["use_augmented"]), seed=seed,
             root=root)
-        data_key = data.frames_fingerprint(train_df, val_df, root=root)
+        data_key = datasets.frames_fingerprint(train_df, val_df, root=root)
 
         space = tuning.SearchSpace.from_params(tune["search_space"])
         fixed = {"image_size": image_size, "pooling": scratch["pooling"],

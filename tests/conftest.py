@@ -103,9 +103,9 @@ def stage_runs(project: Path, stage: str, experiment: str = "dogbreeds") -> list
     """MLflow runs tagged ``dogbreeds.stage=<stage>`` in the project's own store (mlflow.db)."""
     import mlflow
 
-    from dogbreeds import tracking
+    from dogbreeds.tracking import store
 
-    client = mlflow.MlflowClient(tracking.local_tracking_uri(project))
+    client = mlflow.MlflowClient(store.local_tracking_uri(project))
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
     return client.search_runs([experiment_id],
                               filter_string=f"tags.`dogbreeds.stage` = '{stage}'")

@@ -13,8 +13,11 @@ import pytest
 
 import fakedata
 from conftest import make_project, run_stage, stage_runs
-from dogbreeds import augment, metadata, split, tracking
-from dogbreeds.augment import AugmentSettings
+from dogbreeds.data import augment
+from dogbreeds.data import metadata
+from dogbreeds.data import split
+from dogbreeds.tracking import store
+from dogbreeds.data.augment import AugmentSettings
 from dogbreeds.profiles import apply_profile
 
 IDENTITY = dict(rotation=0.0, hflip=0.0, zoom=(1.0, 1.0), aspect=(1.0, 1.0), clahe=0.0)
@@ -159,7 +162,7 @@ def test_stage_writes_images_dataset_and_mlflow_run(stage_project):
     assert all(max(cv2.imread(str(f)).shape) <= 64 for f in files)   # debug max_side
 
     (run,) = stage_runs(proj, "augment")
-    client = mlflow.MlflowClient(tracking.local_tracking_uri(proj))
+    client = mlflow.MlflowClient(store.local_tracking_uri(proj))
     assert run.data.metrics["augmented"] == 24
     assert [a.path for a in client.list_artifacts(run.info.run_id, "figures")] == [
         "figures/augmentations.png"]

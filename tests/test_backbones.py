@@ -1,4 +1,4 @@
-"""dogbreeds.backbones: the registry, built with random weights at the smallest size."""
+"""dogbreeds.models.backbones: the registry, built with random weights at the smallest size."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import SHARED
-from dogbreeds import backbones
+from dogbreeds.models import backbones
 
 
 @pytest.mark.parametrize("name", sorted(backbones.BACKBONES))
@@ -62,7 +62,7 @@ def test_imagenet_weights_load_offline_from_a_preseeded_keras_cache():
     if not (keras_home / "models").is_dir():
         pytest.skip(f"no pre-seeded Keras cache at {keras_home} (../shared/weights)")
     # Keras reads KERAS_HOME once, at import: a fresh process is the only honest check.
-    code = ("import keras; from dogbreeds import backbones; "
+    code = ("import keras; from dogbreeds.models import backbones; "
             "m = backbones.build_backbone('mobilenetv2', 'imagenet', 160, pooling='avg'); "
             "print(m.output_shape, float(keras.ops.max(keras.ops.abs(m.get_layer('Conv1').kernel))))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

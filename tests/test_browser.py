@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from dogbreeds.predict import display_name
-from dogbreeds.web import create_app
+from dogbreeds.serving.predict import display_name
+from dogbreeds.serving.web import create_app
 from tiny_registry import running_app
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""dogbreeds.data: the tf.data input pipeline over image files."""
+"""dogbreeds.data.datasets: the tf.data input pipeline over image files."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import fakedata
-from dogbreeds import data
+from dogbreeds.data import datasets
 
 
 @pytest.fixture(scope="module")
@@ -20,18 +20,18 @@ def tree(tmp_path_factory):
 
 def test_class_names_sorted_unique():
     df = pd.DataFrame({"breed": ["papillon", "Chihuahua", "papillon", "beagle"]})
-    assert data.class_names(df) == ["Chihuahua", "beagle", "papillon"]
+    assert datasets.class_names(df) == ["Chihuahua", "beagle", "papillon"]
 
 
 def test_training_frames_keep_only_originals_outside_train(tree):
     _, df = tree
     aug = df[df["split"] == "train"].assign(origin="augmented", path=lambda d: d["path"] + "x")
     full = pd.concat([df, aug, df[df["split"] == "val"].assign(origin="augmented")])
-    train, val, test = data.training_frames(full, use_augmented=True)
+    train, val, test = datasets.training_frames(full, use_augmented=True)
     assert len(train) == 2 * (df["split"] == "train").sum()
     assert set(val["origin"]) == {"original"} and set(test["origin"]) == {"original"}
     assert len(val) == (df["split"] == "val").sum()
-    train_only, _, _ = data.training_frames(full, use_augmented=False)
+    train_only, _, _ = datasets.training_frames(full, use_augmented=False)
     assert set(train_only["origin"]) == {"original"}
     assert len(train_only) == (df["split"] == "train").sum()
 
@@ -39,15 +39,15 @@ def test_training_frames_keep_only_originals_outside_train(tree):
 def test_training_frames_need_split_and_train_rows(tree):
     _, df = tree
     with pytest.raises(ValueError, match="no 'split' column"):
-        data.training_frames(df.drop(columns="split"), use_augmented=False)
+        datasets.training_frames(df.drop(columns="split"), use_augmented=False)
     with pytest.raises(ValueError, match="no training rows"):
-        data.training_frames(df[df["split"] != "train"], use_augmented=False)
+        datasets.training_frames(df[df["split"] != "train"], use_augmented=False)
 
 
 def test_make_dataset_streams_images_and_labels(tree):
     root, df = tree
-    classes = data.class_names(df)
-    ds = data.make_dataset(df, classes, 32, batch_size=5, root=root)
+    classes = datasets.class_names(df)
+    ds = datasets.make_dataset(df, classes, 32, batch_size=5, root=root)
     batches = list(ds)
     images = np.concatenate([b[0].numpy() for b in batches])
     labels = np.concatenate([b[1].numpy() for b in batches])
@@ -60,26 +60,26 @@ def test_make_dataset_streams_images_and_labels(tree):
 
 def test_make_dataset_shuffle_is_seeded(tree):
     root, df = tree
-    classes = data.class_names(df)
+    classes = datasets.class_names(df)
 
     def order(seed):
-        ds = data.make_dataset(df, classes, 16, 64, shuffle=True, seed=seed, root=root)
+        ds = datasets.make_dataset(df, classes, 16, 64, shuffle=True, seed=seed, root=root)
         return next(iter(ds))[1].numpy().tolist()
 
     assert order(1) == order(1)
     assert order(1) != order(2)
-    assert sorted(order(1)) == sorted(data.labels_for(df, classes).tolist())
+    assert sorted(order(1)) == sorted(datasets.labels_for(df, classes).tolist())
 
 
 def test_make_dataset_rejects_unknown_breed(tree):
     root, df = tree
     with pytest.raises(ValueError, match="not in the class list"):
-        data.make_dataset(df, ["Chihuahua"], 32, 4, root=root)
+        datasets.make_dataset(df, ["Chihuahua"], 32, 4, root=root)
 
 
 def test_array_dataset_batches_features():
     feats = np.arange(20, dtype=np.float16).reshape(10, 2)
-    ds = data.array_dataset(feats, np.arange(10), 4)
+    ds = datasets.array_dataset(feats, np.arange(10), 4)
     x, y = next(iter(ds))
     assert x.dtype.name == "float32" and x.shape == (4, 2) and y.numpy().tolist() == [0, 1, 2, 3]
 
@@ -88,7 +88,7 @@ def test_make_dataset_throughput(tree, capsys):
     """Measured, not asserted: decode+resize images/s of the streaming pipeline."""
     root, df = tree
     big = pd.concat([df] * 10, ignore_index=True)
-    ds = data.make_dataset(big, data.class_names(df), 128, 32, root=root)
+    ds = datasets.make_dataset(big, datasets.class_names(df), 128, 32, root=root)
     start = time.perf_counter()
     n = sum(len(b[1]) for b in ds)
     rate = n / (time.perf_counter() - start)
@@ -101,11 +101,11 @@ def test_frames_fingerprint_changes_with_the_training_data(tmp_path):
     (tmp_path / "a.jpg").write_bytes(b"12345")
     (tmp_path / "b.jpg").write_bytes(b"123")
     df = pd.DataFrame({"path": ["a.jpg", "b.jpg"], "breed": ["x", "y"]})
-    key = data.frames_fingerprint(df, df[:1])
-    assert data.frames_fingerprint(df[::-1], df[:1]) == key          # row order: same data
-    assert data.frames_fingerprint(df[:1], df) != key                  # moved between frames
-    assert data.frames_fingerprint(df.assign(breed="x"), df[:1]) != key  # relabelled
-    sized = data.frames_fingerprint(df, root=tmp_path)
-    assert data.frames_fingerprint(df, root=tmp_path) == sized
+    key = datasets.frames_fingerprint(df, df[:1])
+    assert datasets.frames_fingerprint(df[::-1], df[:1]) == key          # row order: same data
+    assert datasets.frames_fingerprint(df[:1], df) != key                  # moved between frames
+    assert datasets.frames_fingerprint(df.assign(breed="x"), df[:1]) != key  # relabelled
+    sized = datasets.frames_fingerprint(df, root=tmp_path)
+    assert datasets.frames_fingerprint(df, root=tmp_path) == sized
     (tmp_path / "b.jpg").write_bytes(b"1234")                          # regenerated in place
-    assert data.frames_fingerprint(df, root=tmp_path) != sized
+    assert datasets.frames_fingerprint(df, root=tmp_path) != sized

@@ -1,4 +1,4 @@
-"""dogbreeds.distribute: tf.distribute strategies, tested for real on a CPU-only machine.
+"""dogbreeds.models.distribute: tf.distribute strategies, tested for real on a CPU-only machine.
 
 ``mirrored``: the CPU is split into 2 logical devices in a subprocess (the split must happen
 before TensorFlow initialises, and must not leak into this test process), and the project's
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, venv_env
-from dogbreeds import distribute
+from dogbreeds.models import distribute
 from servers import free_ports
 
 
@@ -61,19 +61,21 @@ def test_only_the_chief_writes(task, cluster, chief):
 
 MIRRORED = """
     import json, numpy as np
-    from dogbreeds import distribute
+    from dogbreeds.models import distribute
     devices = distribute.split_cpu(2)          # before any TF op
     import keras, mlflow, tiny_models
     from pathlib import Path
-    from dogbreeds import data, tracking, training
+    from dogbreeds.data import datasets
+    from dogbreeds.tracking import store
+    from dogbreeds.models import training
 
     strategy = distribute.make_strategy("mirrored")
     batch = distribute.global_batch_size(4, strategy)
     rng = np.random.default_rng(0)
     x = np.stack([tiny_models.breed_rgb(b, rng) for b in tiny_models.CLASSES for _ in range(8)])
     y = np.repeat(np.arange(3), 8)
-    train = data.array_dataset(x.astype("float32"), y, batch, shuffle=True, seed=0)
-    val = data.array_dataset(x[::2].astype("float32"), y[::2], batch)
+    train = datasets.array_dataset(x.astype("float32"), y, batch, shuffle=True, seed=0)
+    val = datasets.array_dataset(x[::2].astype("float32"), y[::2], batch)
     keras.utils.set_random_seed(0)
     with strategy.scope():
         inputs = keras.Input((32, 32, 3))
@@ -89,7 +91,7 @@ MIRRORED = """
         def on_train_batch_end(self, batch, logs=None):
             Steps.steps += 1
 
-    with tracking.stage_run("train_scratch", Path("."), experiment="t"):
+    with store.stage_run("train_scratch", Path("."), experiment="t"):
         # One step per epoch through the project's own resumable fit, then count batches.
         fit = training.fit_resumable(model, train, val, epochs=3, work_dir=Path("ckpt"),
                                      early_stopping_patience=5, verbose=0)
@@ -122,7 +124,7 @@ def test_mirrored_trains_on_two_logical_cpus(tmp_path):
 
 MULTI_WORKER = """
     import json, numpy as np
-    from dogbreeds import distribute
+    from dogbreeds.models import distribute
     strategy = distribute.make_strategy("multi_worker")
     import keras, tiny_models
     import tensorflow as tf

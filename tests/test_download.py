@@ -20,8 +20,8 @@ import yaml
 
 import fakedata
 from conftest import REPO, SAMPLE_DIR, make_project, relative_files, run_stage, stage_runs
-from dogbreeds import download
-from dogbreeds.download import (
+from dogbreeds.data import download
+from dogbreeds.data.download import (
     ChecksumError,
     DownloadError,
     NotFoundError,

@@ -16,8 +16,8 @@ import yaml
 
 import tiny_models as tm
 from conftest import REPO, venv_env
-from dogbreeds import evaluation
-from dogbreeds.figures import confusion_matrix_figure
+from dogbreeds.models import evaluation
+from dogbreeds.tracking.figures import confusion_matrix_figure
 
 
 def test_classification_metrics_known_values():
@@ -161,9 +161,9 @@ def test_evaluate_stage_reports_compares_and_registers(tmp_path):
 
     from mlflow.tracking import MlflowClient
 
-    from dogbreeds import tracking
+    from dogbreeds.tracking import store
 
-    tracking.use_store(tmp_path)
+    store.use_store(tmp_path)
     client = MlflowClient()
     stage = client.search_runs(
         [client.get_experiment_by_name("dogbreeds").experiment_id],

@@ -1,4 +1,4 @@
-"""dogbreeds.features: the backbone feature cache, and heads trained on it alone."""
+"""dogbreeds.models.features: the backbone feature cache, and heads trained on it alone."""
 
 from __future__ import annotations
 
@@ -12,7 +12,11 @@ import pandas as pd
 import pytest
 
 import fakedata
-from dogbreeds import backbones, data, features, tracking, training
+from dogbreeds.models import backbones
+from dogbreeds.data import datasets
+from dogbreeds.models import features
+from dogbreeds.tracking import store
+from dogbreeds.models import training
 
 # Random-init MobileNetV2's features vanish (~1e-12): ResNet50's stay informative.
 BACKBONE = "resnet50"
@@ -28,7 +32,7 @@ def cache_dir(tmp_path_factory):
                    ignore_index=True)
     training.seed_everything(0)
     by_split, index, meta, extractor = features.compute_feature_cache(
-        df, data.class_names(df), BACKBONE, "none", 32, "avg", 16, work)
+        df, datasets.class_names(df), BACKBONE, "none", 32, "avg", 16, work)
     out = features.save_feature_cache(work / "cache", by_split, index, meta,
                                       backbone=backbones.find_backbone(extractor))
     return work, df, out
@@ -38,16 +42,16 @@ def test_cache_round_trip(cache_dir):
     work, df, out = cache_dir
     cache = features.load_feature_cache(out)
     originals = df[df["origin"] == "original"]
-    assert {s: len(cache.features[s]) for s in data.SPLITS} == \
+    assert {s: len(cache.features[s]) for s in datasets.SPLITS} == \
         originals["split"].value_counts().to_dict()
     assert cache.features["train"].dtype == np.float16 and cache.feature_shape == (2048,)
     assert list(cache.index.columns) == features.INDEX_COLUMNS
     assert set(cache.index["origin"]) == {"original"}  # use_augmented=False
-    assert cache.meta["classes"] == data.class_names(df)
+    assert cache.meta["classes"] == datasets.class_names(df)
     assert cache.meta["n"] == len(originals) and cache.meta["images_per_second"] > 0
     assert cache.backbone_weights.is_file()
     np.testing.assert_array_equal(
-        cache.labels("val"), data.labels_for(cache.index[cache.index["split"] == "val"],
+        cache.labels("val"), datasets.labels_for(cache.index[cache.index["split"] == "val"],
                                              cache.meta["classes"]))
 
 
@@ -88,7 +92,7 @@ def test_head_trains_on_the_cache_alone(cache_dir, tmp_path, capsys):
     hidden = tmp_path / "hidden"
     shutil.move(str(work / "Images"), hidden)
     try:
-        with tracking.stage_run("train_transfer", tmp_path, experiment="t"):
+        with store.stage_run("train_transfer", tmp_path, experiment="t"):
             metrics = training.train_transfer(
                 cache, backbone_name=BACKBONE, out_dir=tmp_path / "model",
                 work_dir=tmp_path / "work", dense=[32], dropout=0.1, pooling="avg",
@@ -108,7 +112,7 @@ def test_head_trains_on_the_cache_alone(cache_dir, tmp_path, capsys):
               f"{cache.meta['seconds']:.2f} s ({cache.meta['n']} images at 32 px)")
     model = keras.models.load_model(tmp_path / "model" / "model.keras")
     rows = cache.index["split"] == "val"
-    images = next(iter(data.make_dataset(cache.index[rows], cache.meta["classes"], 32, 64,
+    images = next(iter(datasets.make_dataset(cache.index[rows], cache.meta["classes"], 32, 64,
                                          root=work)))[0]
     head = model.get_layer("head")
     np.testing.assert_allclose(model.predict(images, verbose=0),

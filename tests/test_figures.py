@@ -10,7 +10,7 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from dogbreeds import figures
+from dogbreeds.tracking import figures
 
 RNG = np.random.default_rng(0)
 IMAGES = [RNG.integers(0, 256, (30 + 5 * i, 40, 3), dtype=np.uint8) for i in range(5)]

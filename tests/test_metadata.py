@@ -16,7 +16,8 @@ from PIL import Image
 
 import fakedata
 from conftest import make_project, run_stage, stage_runs
-from dogbreeds import metadata, tracking
+from dogbreeds.data import metadata
+from dogbreeds.tracking import store
 from dogbreeds.profiles import apply_profile
 
 CHIHUAHUA = "n02085620-Chihuahua"
@@ -185,7 +186,7 @@ def test_scan_speed_is_thousands_of_files_per_second(tmp_path):
 def stage_run_artifacts(project: Path, stage: str) -> tuple[mlflow.entities.Run, set[str]]:
     runs = stage_runs(project, stage)
     assert len(runs) == 1
-    client = mlflow.MlflowClient(tracking.local_tracking_uri(project))
+    client = mlflow.MlflowClient(store.local_tracking_uri(project))
     run = runs[0]
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     names |= {a.path for a in client.list_artifacts(run.info.run_id, "figures")}

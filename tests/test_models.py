@@ -1,4 +1,4 @@
-"""dogbreeds.models: builders return compiled models with named parts."""
+"""dogbreeds.models.builders: builders return compiled models with named parts."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from dogbreeds import backbones, models
+from dogbreeds.models import backbones
+from dogbreeds.models import builders
 
 SMALL = [{"filters": 32, "kernel": 3}, {"filters": 64, "kernel": 3},
          {"filters": 128, "kernel": 3}, {"filters": 256, "kernel": 3}]
@@ -15,14 +16,14 @@ AUG = {"flip": True, "rotation": 0.05, "zoom": 0.1, "contrast": 0.1}
 
 
 def test_scratch_cnn_sizes_match_the_params_comment():
-    small = models.build_scratch_cnn(15, 128, SMALL, [256], 0.3, 1e-3, augmentation=AUG)
-    large = models.build_scratch_cnn(15, 128, LARGE, [256], 0.3, 1e-3, augmentation=AUG)
+    small = builders.build_scratch_cnn(15, 128, SMALL, [256], 0.3, 1e-3, augmentation=AUG)
+    large = builders.build_scratch_cnn(15, 128, LARGE, [256], 0.3, 1e-3, augmentation=AUG)
     assert 0.4e6 < small.count_params() < 0.55e6
     assert 0.95e6 < large.count_params() < 1.15e6
 
 
 def test_scratch_cnn_structure_and_compile():
-    model = models.build_scratch_cnn(7, 32, SMALL[:2], [16], 0.2, 1e-3, pooling="max",
+    model = builders.build_scratch_cnn(7, 32, SMALL[:2], [16], 0.2, 1e-3, pooling="max",
                                      augmentation=AUG, seed=1)
     names = [layer.name for layer in model.layers]
     assert names[:3] == ["image", "augmentation", "rescale"]
@@ -39,30 +40,30 @@ def test_scratch_cnn_structure_and_compile():
 
 
 def test_scratch_cnn_without_top5_for_few_classes_and_bad_args():
-    model = models.build_scratch_cnn(3, 32, SMALL[:1], [], 0.0, 1e-3, pooling="flatten")
+    model = builders.build_scratch_cnn(3, 32, SMALL[:1], [], 0.0, 1e-3, pooling="flatten")
     logs = model.evaluate(np.zeros((2, 32, 32, 3), np.float32), np.array([0, 1]), verbose=0,
                           return_dict=True)
     assert set(logs) == {"loss", "accuracy"}
     with pytest.raises(ValueError, match="pooling must be one of"):
-        models.build_scratch_cnn(3, 32, SMALL[:1], [], 0.0, 1e-3, pooling="mean")
+        builders.build_scratch_cnn(3, 32, SMALL[:1], [], 0.0, 1e-3, pooling="mean")
     with pytest.raises(ValueError, match="too small"):
-        models.build_scratch_cnn(3, 8, LARGE, [], 0.0, 1e-3)
+        builders.build_scratch_cnn(3, 8, LARGE, [], 0.0, 1e-3)
 
 
 def test_augmentation_from_params():
-    aug = models.build_augmentation(AUG, seed=3)
+    aug = builders.build_augmentation(AUG, seed=3)
     assert [type(l).__name__ for l in aug.layers] == [
         "RandomFlip", "RandomRotation", "RandomZoom", "RandomContrast"]
-    none = models.build_augmentation({"flip": False, "zoom": 0})
+    none = builders.build_augmentation({"flip": False, "zoom": 0})
     assert [type(l).__name__ for l in none.layers] == ["Identity"]
     x = np.full((1, 16, 16, 3), 200.0, np.float32)
     np.testing.assert_allclose(np.asarray(aug(x, training=False)), x)
 
 
 def test_head_on_vectors_and_on_spatial_maps():
-    head = models.build_head((64,), 5, [32], 0.2, "avg", 1e-3)
+    head = builders.build_head((64,), 5, [32], 0.2, "avg", 1e-3)
     assert head.name == "head" and head.output.shape == (None, 5)
-    spatial = models.build_head((2, 2, 64), 5, [], 0.0, "flatten", 1e-3)
+    spatial = builders.build_head((2, 2, 64), 5, [], 0.0, "flatten", 1e-3)
     assert isinstance(spatial.get_layer("head_pooling"), keras.layers.Flatten)
     assert spatial.predict(np.zeros((1, 2, 2, 64)), verbose=0).shape == (1, 5)
 
@@ -70,8 +71,8 @@ def test_head_on_vectors_and_on_spatial_maps():
 @pytest.mark.parametrize("pooling", ["avg", "flatten"])
 def test_transfer_model_takes_raw_images(pooling):
     feature_shape = (1280,) if pooling == "avg" else (1, 1, 1280)
-    head = models.build_head(feature_shape, 3, [8], 0.1, pooling, 1e-3)
-    model = models.build_transfer_model("mobilenetv2", None, 32, head, pooling=pooling)
+    head = builders.build_head(feature_shape, 3, [8], 0.1, pooling, 1e-3)
+    model = builders.build_transfer_model("mobilenetv2", None, 32, head, pooling=pooling)
     assert [l.name for l in model.layers][:2] == ["image", "preprocess"]
     backbone = backbones.find_backbone(model)
     assert not backbone.trainable and model.get_layer("head") is head
@@ -80,11 +81,11 @@ def test_transfer_model_takes_raw_images(pooling):
 
 
 def test_unfreeze_top_keeps_batchnorm_frozen():
-    head = models.build_head((1280,), 3, [], 0.0, "avg", 1e-3)
-    model = models.build_transfer_model("mobilenetv2", None, 32, head)
+    head = builders.build_head((1280,), 3, [], 0.0, "avg", 1e-3)
+    model = builders.build_transfer_model("mobilenetv2", None, 32, head)
     backbone = backbones.find_backbone(model)
     frozen_trainables = len(model.trainable_weights)
-    models.unfreeze_top(backbone, 20)
+    builders.unfreeze_top(backbone, 20)
     top, rest = backbone.layers[-20:], backbone.layers[:-20]
     assert all(not l.trainable for l in rest)
     assert all(l.trainable != isinstance(l, keras.layers.BatchNormalization) for l in top)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import venv_env
-from dogbreeds.predict import (
+from dogbreeds.serving.predict import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,

@@ -11,7 +11,7 @@ import tensorflow as tf
 from PIL import Image
 
 import fakedata
-from dogbreeds import preprocess
+from dogbreeds.data import preprocess
 
 
 def encoded(array: np.ndarray, fmt: str) -> bytes:

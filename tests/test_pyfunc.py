@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 import tiny_models as tm
-from dogbreeds import pyfunc, tracking
+from dogbreeds.serving import pyfunc
+from dogbreeds.tracking import store
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def logged(tmp_path_factory):
 @pytest.fixture(scope="module")
 def classifier(logged):
     root, info = logged
-    tracking.use_store(root)
+    store.use_store(root)
     return pyfunc.load_classifier(info.model_uri)
 
 
@@ -104,6 +105,6 @@ def test_logged_model_carries_signature_code_and_pins(logged):
     assert sig.params.to_dict()[0]["name"] == "top_k"
     assert info.metadata["classes"] == tm.CLASSES and info.metadata["kind"] == "scratch"
     local = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(root / "dl")))
-    assert (local / "code" / "dogbreeds" / "preprocess.py").is_file()
+    assert (local / "code" / "dogbreeds" / "data" / "preprocess.py").is_file()
     reqs = (local / "requirements.txt").read_text()
     assert "tensorflow-cpu==" in reqs and "keras==" in reqs

@@ -7,7 +7,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import tiny_models as tm
-from dogbreeds import registry, tracking
+from dogbreeds.tracking import registry
+from dogbreeds.tracking import store
 
 NAME = "dogbreeds-test"
 
@@ -37,7 +38,7 @@ def test_decide_promotion_threshold(new, old, gain, expected):
 @pytest.fixture
 def client(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    tracking.configure(tmp_path, "registry-test")
+    store.configure(tmp_path, "registry-test")
     c = MlflowClient()
     c.create_registered_model(NAME)
     return c
@@ -135,7 +136,7 @@ def test_test_data_hash_follows_content_not_order(tmp_path):
 
 def test_register_and_promote_end_to_end(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    tracking.configure(tmp_path, "registry-e2e")
+    store.configure(tmp_path, "registry-e2e")
     keras_file = tmp_path / "model.keras"
     tm.train_tiny_model(keras_file, epochs=40)
     test_df = tm.write_dataset(tmp_path, per_breed=3)

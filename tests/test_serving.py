@@ -17,7 +17,7 @@ import pytest
 
 import tiny_models as tm
 from conftest import venv_env
-from dogbreeds import tracking
+from dogbreeds.tracking import store
 from servers import free_port
 
 pytestmark = pytest.mark.slow
@@ -46,7 +46,7 @@ def server(tmp_path_factory):
         [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m",
          f"models:/{NAME}/1", "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
         cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env=venv_env(MLFLOW_TRACKING_URI=tracking.local_tracking_uri(root)),
+        env=venv_env(MLFLOW_TRACKING_URI=store.local_tracking_uri(root)),
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -13,7 +13,9 @@ import pandas as pd
 import pytest
 
 from conftest import make_project, run_stage, stage_runs
-from dogbreeds import metadata, split, tracking
+from dogbreeds.data import metadata
+from dogbreeds.data import split
+from dogbreeds.tracking import store
 from dogbreeds.profiles import apply_profile
 
 BREED_SIZES = {"Chihuahua": 40, "papillon": 25, "beagle": 12, "kelpie": 3}
@@ -75,7 +77,7 @@ def test_adding_a_breed_leaves_the_other_breeds_split_alone():
 
 
 def test_tiny_breeds_go_to_train_with_a_warning(caplog):
-    with caplog.at_level(logging.WARNING, logger="dogbreeds.split"):
+    with caplog.at_level(logging.WARNING, logger="dogbreeds.data.split"):
         result = stratified(table({"Chihuahua": 10, "Husky": 2}))
     assert set(result.loc[result["breed"] == "Husky", "split"]) == {"train"}
     assert "Husky has 2 usable photo(s)" in caplog.text
@@ -167,7 +169,7 @@ def test_stage_writes_split_summary_and_mlflow_run(tmp_path, fake_tree):
     assert summary["folds"] == 2 and df["boxes"].map(len).sum() > 0   # boxes survive
 
     (run,) = stage_runs(project, "split")
-    client = mlflow.MlflowClient(tracking.local_tracking_uri(project))
+    client = mlflow.MlflowClient(store.local_tracking_uri(project))
     assert run.data.metrics["train"] == 12 and run.data.params["split.method"] == "stratified"
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert "figures/split_counts.png" in figures

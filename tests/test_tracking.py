@@ -1,4 +1,4 @@
-"""dogbreeds.tracking: the one place that configures MLflow (store, experiment, tags, faults)."""
+"""dogbreeds.tracking.store: the one place that configures MLflow (store, experiment, tags, faults)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import GIT_ENV
-from dogbreeds import tracking
+from dogbreeds.tracking import store
 from servers import free_port
 
 
@@ -28,14 +28,14 @@ def git_repo(path: Path) -> str:
 
 
 def test_configure_creates_experiment_in_sqlite_with_artifacts_under_mlruns(tmp_path):
-    experiment_id = tracking.configure(tmp_path, "exp")
+    experiment_id = store.configure(tmp_path, "exp")
     assert (tmp_path / "mlflow.db").is_file()
     assert mlflow.get_tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
     experiment = mlflow.get_experiment(experiment_id)
     assert experiment.name == "exp"
     assert experiment.artifact_location == (tmp_path.resolve() / "mlruns").as_uri()
     # Idempotent: a second stage finds the same experiment.
-    assert tracking.configure(tmp_path, "exp") == experiment_id
+    assert store.configure(tmp_path, "exp") == experiment_id
 
     with mlflow.start_run():
         mlflow.log_text("hello", "note.txt")
@@ -45,7 +45,7 @@ def test_configure_creates_experiment_in_sqlite_with_artifacts_under_mlruns(tmp_
 def test_stage_run_tags_stage_git_commit_and_dvc_experiment(tmp_path, monkeypatch):
     head = git_repo(tmp_path)
     monkeypatch.setenv("DVC_EXP_NAME", "brave-fox")
-    with tracking.stage_run("split", tmp_path, params={"split": {"seed": 1, "folds": [1, 2]}},
+    with store.stage_run("split", tmp_path, params={"split": {"seed": 1, "folds": [1, 2]}},
                             experiment="exp", extra_tags={"extra": "yes"}) as run:
         run_id = run.info.run_id
     finished = MlflowClient().get_run(run_id)
@@ -60,7 +60,7 @@ def test_stage_run_tags_stage_git_commit_and_dvc_experiment(tmp_path, monkeypatc
 
 
 def test_stage_run_outside_git_and_dvc_has_no_commit_or_exp_tags(tmp_path):
-    with tracking.stage_run("download", tmp_path, experiment="exp") as run:
+    with store.stage_run("download", tmp_path, experiment="exp") as run:
         run_id = run.info.run_id
     tags = MlflowClient().get_run(run_id).data.tags
     assert tags["dogbreeds.stage"] == "download"
@@ -69,7 +69,7 @@ def test_stage_run_outside_git_and_dvc_has_no_commit_or_exp_tags(tmp_path):
 
 def test_log_params_truncates_and_batches_over_100(tmp_path):
     params = {f"p{i}": i for i in range(150)} | {"long": "x" * 7000}
-    with tracking.stage_run("s", tmp_path, params=params, experiment="exp") as run:
+    with store.stage_run("s", tmp_path, params=params, experiment="exp") as run:
         run_id = run.info.run_id
     logged = MlflowClient().get_run(run_id).data.params
     assert len(logged) == 151
@@ -81,8 +81,8 @@ def test_tracking_uri_env_overrides_the_project_store(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{other}")
     project = tmp_path / "project"
     project.mkdir()
-    assert tracking.tracking_uri(project) == f"sqlite:///{other}"
-    with tracking.stage_run("s", project, experiment="exp"):
+    assert store.tracking_uri(project) == f"sqlite:///{other}"
+    with store.stage_run("s", project, experiment="exp"):
         pass
     assert other.is_file()
     assert not (project / "mlflow.db").exists()
@@ -91,17 +91,17 @@ def test_tracking_uri_env_overrides_the_project_store(tmp_path, monkeypatch):
 
 def test_failing_stage_marks_run_failed(tmp_path):
     with pytest.raises(ZeroDivisionError):
-        with tracking.stage_run("s", tmp_path, experiment="exp") as run:
+        with store.stage_run("s", tmp_path, experiment="exp") as run:
             run_id = run.info.run_id
             1 / 0
     assert MlflowClient().get_run(run_id).info.status == "FAILED"
 
 
 def test_http_defaults_are_bounded_but_user_values_win(tmp_path, monkeypatch):
-    for key in tracking._HTTP_DEFAULTS:
+    for key in store._HTTP_DEFAULTS:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "42")
-    tracking.use_store(tmp_path)
+    store.use_store(tmp_path)
     import os
 
     assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "42"
@@ -115,9 +115,9 @@ def test_refused_tracking_server_fails_clearly_within_seconds(tmp_path, monkeypa
     uri = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     start = time.monotonic()
-    with pytest.raises(tracking.TrackingServerUnreachable,
+    with pytest.raises(store.TrackingServerUnreachable,
                        match=rf"{uri} is unreachable \(connection failed.*unset it"):
-        with tracking.stage_run("train_scratch", tmp_path, experiment="exp"):
+        with store.stage_run("train_scratch", tmp_path, experiment="exp"):
             pytest.fail("the stage body must not run without its tracking server")
     assert time.monotonic() - start < 5
     assert not (tmp_path / "mlflow.db").exists()  # no silent fallback to another store
@@ -130,13 +130,13 @@ def test_silent_tracking_server_times_out_instead_of_hanging(tmp_path, monkeypat
         silent.listen(16)
         uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-        monkeypatch.setenv(tracking.PROBE_TIMEOUT_ENV, "1.5")
+        monkeypatch.setenv(store.PROBE_TIMEOUT_ENV, "1.5")
         start = time.monotonic()
-        with pytest.raises(tracking.TrackingServerUnreachable, match=r"no answer within 1.5 s"):
-            tracking.configure(tmp_path, "exp")
+        with pytest.raises(store.TrackingServerUnreachable, match=r"no answer within 1.5 s"):
+            store.configure(tmp_path, "exp")
         assert time.monotonic() - start < 5
 
 
 def test_probe_skips_non_http_stores_and_can_be_disabled(monkeypatch):
-    tracking.check_server("sqlite:///nowhere/mlflow.db")
-    tracking.check_server(f"http://127.0.0.1:{free_port()}", timeout=0)
+    store.check_server("sqlite:///nowhere/mlflow.db")
+    store.check_server(f"http://127.0.0.1:{free_port()}", timeout=0)

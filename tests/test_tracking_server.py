@@ -26,7 +26,9 @@ from mlflow import MlflowClient
 
 import tiny_models
 from conftest import venv_env
-from dogbreeds import data, tracking, training
+from dogbreeds.data import datasets
+from dogbreeds.tracking import store
+from dogbreeds.models import training
 from servers import free_port
 
 pytestmark = pytest.mark.slow
@@ -92,8 +94,8 @@ def tiny_datasets(n_per_class: int = 8):
     classes = tiny_models.CLASSES
     x = np.stack([tiny_models.breed_rgb(b, rng) for b in classes for _ in range(n_per_class)])
     y = np.repeat(np.arange(len(classes)), n_per_class)
-    return (data.array_dataset(x.astype("float32"), y, 8, shuffle=True, seed=0),
-            data.array_dataset(x[::2].astype("float32"), y[::2], 8))
+    return (datasets.array_dataset(x.astype("float32"), y, 8, shuffle=True, seed=0),
+            datasets.array_dataset(x[::2].astype("float32"), y[::2], 8))
 
 
 def tiny_model():
@@ -120,7 +122,7 @@ def test_training_and_registration_through_the_server(server, tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)  # a stray local store would show up here
     train_ds, val_ds = tiny_datasets()
     out = tmp_path / "models" / "scratch"
-    with tracking.stage_run("train_scratch", tmp_path, params={"lr": 0.05},
+    with store.stage_run("train_scratch", tmp_path, params={"lr": 0.05},
                             experiment="shared") as run:
         run_id = run.info.run_id
         metrics = training.fit_and_record(
@@ -166,7 +168,7 @@ def test_server_lost_before_recording_keeps_local_results(tmp_path, monkeypatch)
     with mlflow_server(tmp_path / "srv") as srv:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", srv.url)
         with pytest.raises(mlflow.exceptions.MlflowException, match="127.0.0.1"):
-            with tracking.stage_run("train_scratch", tmp_path, experiment="shared"):
+            with store.stage_run("train_scratch", tmp_path, experiment="shared"):
                 fit = training.fit_resumable(tiny_model(), train_ds, val_ds, epochs=2,
                                              work_dir=tmp_path / "ckpt",
                                              early_stopping_patience=3, verbose=0)

@@ -15,7 +15,8 @@ import yaml
 
 import fakedata
 from conftest import REPO, SAMPLE_DIR, SHARED_WEIGHTS
-from dogbreeds import data, tracking
+from dogbreeds.data import datasets
+from dogbreeds.tracking import store
 
 needs_weights = pytest.mark.skipif(not SHARED_WEIGHTS.is_file(),
                                    reason=f"offline pretrained weights absent: {SHARED_WEIGHTS}")
@@ -62,12 +63,12 @@ def test_stages_with_a_weights_path_and_fine_tuning(tmp_path, monkeypatch):
     assert metrics["fine_tune_epochs"] == 2 and metrics["val_accuracy"] > 0.6
     card = json.loads((out / "card.json").read_text())
     assert card["kind"] == "transfer" and card["backbone"] == "mobilenetv2"
-    assert card["classes"] == data.class_names(df) and card["image_size"] == 32
+    assert card["classes"] == datasets.class_names(df) and card["image_size"] == 32
     model = keras.models.load_model(out / "model.keras")
     image = np.full((1, 32, 32, 3), 128.0, np.float32)
     assert model.predict(image, verbose=0).shape == (1, 3)
 
-    tracking.use_store(project)
+    store.use_store(project)
     runs = mlflow.search_runs(experiment_names=["dogbreeds"])
     assert sorted(runs["tags.dogbreeds.stage"]) == ["features", "train_transfer"]
     assert set(runs["tags.backbone"]) == {"mobilenetv2"}

@@ -1,4 +1,4 @@
-"""dogbreeds.training: resumable fit + recording, and the train_scratch stage."""
+"""dogbreeds.models.training: resumable fit + recording, and the train_scratch stage."""
 
 from __future__ import annotations
 
@@ -17,7 +17,10 @@ import yaml
 
 import fakedata
 from conftest import REPO, venv_env
-from dogbreeds import data, models, tracking, training
+from dogbreeds.data import datasets
+from dogbreeds.models import builders
+from dogbreeds.tracking import store
+from dogbreeds.models import training
 
 TINY_BLOCKS = [{"filters": 8, "kernel": 3}, {"filters": 16, "kernel": 3}]
 
@@ -30,7 +33,7 @@ def tree(tmp_path_factory):
 
 def test_a_backup_resumes_only_into_the_same_model_and_optimizer():
     def build(dropout=0.1, lr=1e-3, filters=8):
-        return models.build_scratch_cnn(3, 32, [{"filters": filters, "kernel": 3}], [16],
+        return builders.build_scratch_cnn(3, 32, [{"filters": filters, "kernel": 3}], [16],
                                         dropout, lr, seed=0)
 
     same = training.model_fingerprint(build())
@@ -50,12 +53,12 @@ def test_read_epoch_log_keeps_the_last_repeat(tmp_path):
 def test_fit_and_record_learns_and_records_everything(tree, tmp_path):
     root, df = tree
     training.seed_everything(0)
-    classes, train_df, _, train_ds, val_ds = data.train_val_datasets(
+    classes, train_df, _, train_ds, val_ds = datasets.train_val_datasets(
         df, 32, 8, use_augmented=False, seed=0, root=root)
-    model = models.build_scratch_cnn(len(classes), 32, TINY_BLOCKS, [16], 0.1, 3e-3,
+    model = builders.build_scratch_cnn(len(classes), 32, TINY_BLOCKS, [16], 0.1, 3e-3,
                                      augmentation={"flip": True}, seed=0)
     out = tmp_path / "models" / "scratch"
-    with tracking.stage_run("train_scratch", tmp_path, params={"lr": 3e-3},
+    with store.stage_run("train_scratch", tmp_path, params={"lr": 3e-3},
                             experiment="t") as run:
         metrics = training.fit_and_record(
             model, train_ds, val_ds, name="scratch", kind="scratch", out_dir=out, epochs=12,
@@ -128,9 +131,9 @@ LOSS_RELATIVE_TOLERANCE = 1e-3
 def _fit_losses(tree, seed: int) -> list[float]:
     root, df = tree
     training.seed_everything(seed)
-    classes, _, _, train_ds, val_ds = data.train_val_datasets(
+    classes, _, _, train_ds, val_ds = datasets.train_val_datasets(
         df, 32, 8, use_augmented=False, seed=seed, root=root)
-    model = models.build_scratch_cnn(len(classes), 32, TINY_BLOCKS, [16], 0.1, 3e-3,
+    model = builders.build_scratch_cnn(len(classes), 32, TINY_BLOCKS, [16], 0.1, 3e-3,
                                      augmentation={"flip": True}, seed=seed)
     history = model.fit(train_ds, validation_data=val_ds, epochs=2, verbose=0)
     return history.history["loss"] + history.history["val_loss"]
@@ -139,11 +142,11 @@ def _fit_losses(tree, seed: int) -> list[float]:
 def test_a_fit_without_backups_still_ends_on_its_best_epoch(tree, tmp_path):
     root, df = tree
     training.seed_everything(0)
-    classes, _, _, train_ds, val_ds = data.train_val_datasets(
+    classes, _, _, train_ds, val_ds = datasets.train_val_datasets(
         df, 32, 8, use_augmented=False, seed=0, root=root)
     # A learning rate high enough that val_loss does not fall every epoch.
-    model = models.build_scratch_cnn(len(classes), 32, TINY_BLOCKS, [16], 0.1, 3e-2, seed=0)
-    with tracking.stage_run("t", tmp_path, experiment="t"):
+    model = builders.build_scratch_cnn(len(classes), 32, TINY_BLOCKS, [16], 0.1, 3e-2, seed=0)
+    with store.stage_run("t", tmp_path, experiment="t"):
         fit = training.fit_resumable(model, train_ds, val_ds, epochs=8, work_dir=tmp_path / "w",
                                      early_stopping_patience=8, resumable=False, verbose=0)
     assert not list((tmp_path / "w").glob("**/*.h5"))  # no backup, no best-weights file
@@ -203,7 +206,7 @@ def test_killed_training_resumes_from_last_finished_epoch(tmp_path):
     history = pd.read_csv(out / "history.csv")
     assert history["epoch"].tolist() == list(range(1, 11))
     # The restarted run's MLflow record holds the whole curve (earlier epochs re-logged).
-    tracking.use_store(project)
+    store.use_store(project)
     client = mlflow.tracking.MlflowClient()
     run = client.get_run(json.loads((out / "card.json").read_text())["mlflow_run_id"])
     assert run.data.tags["resumed_from_epoch"] == str(k)

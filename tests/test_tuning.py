@@ -16,7 +16,9 @@ import yaml
 
 import fakedata
 from conftest import make_project, venv_env
-from dogbreeds import data, tracking, tuning
+from dogbreeds.data import datasets
+from dogbreeds.tracking import store
+from dogbreeds.models import tuning
 
 SIZE = 32
 SPACE = {"blocks": [1, 2], "filters": [4, 8], "kernel": [3], "dense": [8, 16],
@@ -46,10 +48,10 @@ def hypermodel(num_classes: int = 3, image_size: int = SIZE) -> tuning.ScratchCN
 
 
 def datasets(root: Path, df: pd.DataFrame, image_size: int = SIZE):
-    classes = data.class_names(df)
-    train_df, val_df, _ = data.training_frames(df, use_augmented=False)
-    return (data.make_dataset(train_df, classes, image_size, 8, shuffle=True, root=root),
-            data.make_dataset(val_df, classes, image_size, 8, root=root))
+    classes = datasets.class_names(df)
+    train_df, val_df, _ = datasets.training_frames(df, use_augmented=False)
+    return (datasets.make_dataset(train_df, classes, image_size, 8, shuffle=True, root=root),
+            datasets.make_dataset(val_df, classes, image_size, 8, root=root))
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +63,7 @@ def searched(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
-        with tracking.stage_run("tune", root, experiment="tune-test") as parent:
+        with store.stage_run("tune", root, experiment="tune-test") as parent:
             tuner = tuning.make_tuner("random", hypermodel(), max_trials=2, epochs=2, seed=3,
                                       directory=root / "checkpoints" / "tune", project="p1")
             result = tuning.run_search(tuner, train_ds, val_ds, epochs=2, verbose=0)
@@ -75,7 +77,7 @@ def searched(tmp_path_factory):
 
 
 def nested_run_ids(root: Path, parent_id: str) -> list[str]:
-    with sqlite3.connect(root / tracking.DB_FILE) as db:
+    with sqlite3.connect(root / store.DB_FILE) as db:
         rows = db.execute("SELECT run_uuid FROM tags WHERE key = 'mlflow.parentRunId' "
                           "AND value = ?", (parent_id,)).fetchall()
     return sorted(r[0] for r in rows)
@@ -85,7 +87,7 @@ def test_each_trial_is_one_nested_run_with_hyperparameters_and_epoch_curves(sear
     root = searched["root"]
     run_ids = nested_run_ids(root, searched["parent"])
     assert len(run_ids) == 2
-    client = mlflow.MlflowClient(tracking.local_tracking_uri(root))
+    client = mlflow.MlflowClient(store.local_tracking_uri(root))
     trial_ids = set()
     for run_id in run_ids:
         run = client.get_run(run_id)
@@ -123,7 +125,7 @@ def test_best_hyperparameters_file_matches_the_tuner(searched):
 
 def test_parent_run_logs_best_params_and_trials_table(searched):
     root = searched["root"]
-    client = mlflow.MlflowClient(tracking.local_tracking_uri(root))
+    client = mlflow.MlflowClient(store.local_tracking_uri(root))
     run = client.get_run(searched["parent"])
     best = searched["result"].hyperparameters
     assert run.data.params["best.blocks"] == str(best["blocks"])
@@ -145,7 +147,7 @@ def test_best_model_rebuilds_the_best_architecture(searched):
 def test_rerun_resumes_finished_trials_without_new_runs(searched):
     root = searched["root"]
     train_ds, val_ds = searched["datasets"]
-    with tracking.stage_run("tune", root, experiment="tune-test") as parent:
+    with store.stage_run("tune", root, experiment="tune-test") as parent:
         tuner = tuning.make_tuner("random", hypermodel(), max_trials=2, epochs=2, seed=3,
                                   directory=root / "checkpoints" / "tune", project="p1")
         result = tuning.run_search(tuner, train_ds, val_ds, epochs=2, verbose=0)
@@ -159,12 +161,12 @@ def test_rerun_resumes_finished_trials_without_new_runs(searched):
 def test_hyperband_logs_one_nested_run_per_trial_with_its_epochs(tmp_path):
     df = dataset_table(tmp_path)
     train_ds, val_ds = datasets(tmp_path, df)
-    with tracking.stage_run("tune", tmp_path) as parent:
+    with store.stage_run("tune", tmp_path) as parent:
         # max_epochs 3, factor 3: three 1-epoch trials, then the best continues to epoch 3.
         tuner = tuning.make_tuner("hyperband", hypermodel(), max_trials=4, epochs=3, seed=0,
                                   directory=tmp_path / "kt", project="hb")
         result = tuning.run_search(tuner, train_ds, val_ds, epochs=3, verbose=0)
-    client = mlflow.MlflowClient(tracking.local_tracking_uri(tmp_path))
+    client = mlflow.MlflowClient(store.local_tracking_uri(tmp_path))
     runs = [client.get_run(r) for r in nested_run_ids(tmp_path, parent.info.run_id)]
     assert len(runs) == len(tuner.oracle.trials) == 4
     continued = 0
@@ -183,7 +185,7 @@ def test_all_trials_failing_raises(tmp_path):
     df = dataset_table(tmp_path)
     # 3 breeds into a 2-class model: every fit fails, which keras-tuner would swallow.
     train_ds, val_ds = datasets(tmp_path, df)
-    with tracking.stage_run("tune", tmp_path) as parent:
+    with store.stage_run("tune", tmp_path) as parent:
         tuner = tuning.make_tuner("random", hypermodel(num_classes=2), max_trials=2, epochs=1,
                                   seed=0,
                                   directory=tmp_path / "kt", project="broken")
@@ -191,7 +193,7 @@ def test_all_trials_failing_raises(tmp_path):
                                                r"InvalidArgumentError.*label value of 2"):
             tuning.run_search(tuner, train_ds, val_ds, epochs=1, verbose=0)
         assert mlflow.active_run().info.run_id == parent.info.run_id
-    client = mlflow.MlflowClient(tracking.local_tracking_uri(tmp_path))
+    client = mlflow.MlflowClient(store.local_tracking_uri(tmp_path))
     runs = [client.get_run(r) for r in nested_run_ids(tmp_path, parent.info.run_id)]
     assert [r.info.status for r in runs] == ["FAILED", "FAILED"]
     assert all("error" in r.data.tags for r in runs)
@@ -316,7 +318,7 @@ def test_tune_stage_end_to_end(tmp_path):
     assert [p.name for p in projects] == [record["project"]]
     history = pd.read_csv(out / "history.csv")
     assert len(history) == 2
-    with sqlite3.connect(project / tracking.DB_FILE) as db:
+    with sqlite3.connect(project / store.DB_FILE) as db:
         stage_runs = db.execute("SELECT run_uuid FROM tags WHERE key = 'dogbreeds.stage' "
                                 "AND value = 'tune'").fetchall()
         parents = db.execute("SELECT DISTINCT value FROM tags "

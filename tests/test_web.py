@@ -14,7 +14,7 @@ import mlflow
 import pytest
 import requests
 
-from dogbreeds.web import (
+from dogbreeds.serving.web import (
     MAX_UPLOAD_BYTES,
     ApiError,
     RegistryRef,

@@ -17,7 +17,7 @@ import pandas as pd
 import fakedata
 
 SIZE = 32
-CLASSES = sorted(fakedata.BREEDS.values())  # the label order of dogbreeds.data.class_names
+CLASSES = sorted(fakedata.BREEDS.values())  # the label order of dogbreeds.data.datasets.class_names
 
 
 def breed_rgb(breed: str, rng: np.random.Generator, size: int = SIZE) -> np.ndarray:
@@ -55,16 +55,17 @@ def train_tiny_model(path: Path, classes: list[str] = CLASSES, epochs: int = 40,
 
 def log_tiny_classifier(root: Path, experiment: str, *, keras_file: Path | None = None,
                         **log_kwargs):
-    """Train the tiny model and log it with ``dogbreeds.pyfunc.log_classifier`` into the
+    """Train the tiny model and log it with ``dogbreeds.serving.pyfunc.log_classifier`` into the
     SQLite store of ``root`` (one finished run); ``log_kwargs`` go to ``log_classifier``
     (``registered_model_name``, ``example_image``, ``metadata``). Returns its ModelInfo."""
     import mlflow
 
-    from dogbreeds import pyfunc, tracking
+    from dogbreeds.serving import pyfunc
+    from dogbreeds.tracking import store
 
     keras_file = keras_file or root / "model.keras"
     train_tiny_model(keras_file)
-    tracking.configure(root, experiment)
+    store.configure(root, experiment)
     with mlflow.start_run():
         return pyfunc.log_classifier(keras_file, CLASSES, SIZE, **log_kwargs)
 

@@ -1,7 +1,7 @@
 """A tiny trained breed classifier in a throw-away MLflow registry, and a real test server.
 
 :func:`build_registry` trains :mod:`tiny_models`' small Keras CNN on :mod:`fakedata`'s
-colour-coded breeds, logs it with :func:`dogbreeds.pyfunc.log_classifier` and registers it
+colour-coded breeds, logs it with :func:`dogbreeds.serving.pyfunc.log_classifier` and registers it
 as ``dogbreeds`` version 1 with alias ``champion`` in a SQLite store — the same shape as the
 real pipeline's output, in seconds (the ``tiny_registry`` fixture). :func:`running_app` serves
 an ASGI app with a real uvicorn on 127.0.0.1 (a free port) in a thread.
@@ -36,7 +36,7 @@ def build_registry(workdir: Path) -> TinyRegistry:
     """Train, log and register the tiny classifier under ``workdir`` (its project root)."""
     import mlflow
 
-    from dogbreeds import tracking
+    from dogbreeds.tracking import store
 
     held_out = fakedata.make_tree(workdir / "photos", per_breed=2, size=48, seed=1)
     classes = tiny_models.CLASSES
@@ -48,7 +48,7 @@ def build_registry(workdir: Path) -> TinyRegistry:
                                                      str(info.registered_model_version))
     photos = {folder.split("-", 1)[1]: [workdir / "photos" / "Images" / f for f in files]
               for folder, files in held_out.items()}
-    return TinyRegistry(root=root, tracking_uri=tracking.local_tracking_uri(root),
+    return TinyRegistry(root=root, tracking_uri=store.local_tracking_uri(root),
                         model_name=MODEL_NAME, logged_model_uri=info.model_uri,
                         classes=classes, photos=photos)
 

@@ -24,27 +24,27 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from dogbreeds.predict import run_predict
+    from dogbreeds.serving.predict import run_predict
 
     return run_predict(paths=args.paths, model_uri=args.model, top_k=args.top_k,
                        as_json=args.json, csv_path=args.csv)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from dogbreeds.web import serve
+    from dogbreeds.serving.web import serve
 
     serve(model_uri=args.model, host=args.host, port=args.port)
     return 0
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:
-    from dogbreeds.registry import cli_promote
+    from dogbreeds.tracking.registry import cli_promote
 
     return cli_promote(name=args.name, version=args.version, alias=args.alias)
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from dogbreeds.registry import cli_models
+    from dogbreeds.tracking.registry import cli_models
 
     return cli_models(name=args.name)
 

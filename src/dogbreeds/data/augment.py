@@ -9,7 +9,7 @@ not on the processing order, the number of threads, or Python's salted ``hash()`
 rerun writes bit-identical files (OpenCV's resize, warp, CLAHE and JPEG encoder are
 deterministic).
 
-This is not the model's preprocessing (that is :mod:`dogbreeds.preprocess`): the written
+This is not the model's preprocessing (that is :mod:`dogbreeds.data.preprocess`): the written
 copies are ordinary JPEGs that go through the same preprocessing as every other photo.
 """
 
@@ -26,8 +26,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from dogbreeds.metadata import USABLE_STATUSES, as_table
-from dogbreeds.split import stable_seed
+from dogbreeds.data.metadata import USABLE_STATUSES, as_table
+from dogbreeds.data.split import stable_seed
 
 # tf.io.decode_jpeg ignores EXIF orientation; OpenCV applies it unless told not to. Reading
 # without it keeps augmented copies oriented like the model sees the original.

@@ -32,7 +32,7 @@ import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from dogbreeds.download import sha256_of
+from dogbreeds.data.download import sha256_of
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -141,7 +141,7 @@ def pyfunc_accuracy(model_uri: str, test_df: pd.DataFrame, root: Path = Path("."
     Breed *names* are compared, so a champion trained on another class list is scored fairly
     (a breed it never learned counts as a miss).
     """
-    from dogbreeds.pyfunc import load_classifier, predict_images
+    from dogbreeds.serving.pyfunc import load_classifier, predict_images
 
     model = load_classifier(model_uri)
     correct = 0
@@ -244,7 +244,7 @@ def register_and_promote(
         test_df: the current test frame (paths relative to ``root``).
         extra_tags: more version tags (git commit, DVC data hashes, evaluation run id).
     """
-    from dogbreeds.pyfunc import log_classifier
+    from dogbreeds.serving.pyfunc import log_classifier
 
     client = MlflowClient()
     test_hash = test_data_hash(test_df, root)
@@ -270,7 +270,7 @@ def register_and_promote(
 # --- the `dogbreeds promote` / `dogbreeds models` commands ------------------------------------
 
 def _client() -> MlflowClient:
-    from dogbreeds.tracking import use_store
+    from dogbreeds.tracking.store import use_store
 
     use_store(Path.cwd())  # MLFLOW_TRACKING_URI wins when set
     return MlflowClient()

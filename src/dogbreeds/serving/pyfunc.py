@@ -2,7 +2,7 @@
 
 Whoever serves or calls the model (``mlflow models serve``, ``dogbreeds predict``, the web
 demo) sends images as they come — encoded bytes, base64 text, or pixel arrays — and gets
-breeds back. Decoding and resizing happen in :func:`dogbreeds.preprocess.prepare_batch`, the
+breeds back. Decoding and resizing happen in :func:`dogbreeds.data.preprocess.prepare_batch`, the
 same code the training pipeline uses; normalisation is a layer inside the Keras model.
 
 Design choices (why):
@@ -52,7 +52,7 @@ IMAGE_COLUMN = "image"
 DEFAULT_TOP_K = 5
 KERAS_ARTIFACT = "keras_model"
 CLASSES_ARTIFACT = "classes"
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the whole dogbreeds package
 # What the served model imports; pins are taken from the project's own requirements.
 SERVING_PACKAGES = ("mlflow", "tensorflow-cpu", "keras", "numpy", "pandas", "h5py")
 
@@ -65,7 +65,7 @@ class BreedClassifier(mlflow.pyfunc.PythonModel):
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         import keras
 
-        # The models use only built-in layers (see dogbreeds.backbones): no custom objects.
+        # The models use only built-in layers (see dogbreeds.models.backbones): no custom objects.
         self.model = keras.models.load_model(context.artifacts[KERAS_ARTIFACT], compile=False)
         info = json.loads(Path(context.artifacts[CLASSES_ARTIFACT]).read_text(encoding="utf-8"))
         self.classes: list[str] = list(info["classes"])
@@ -101,9 +101,9 @@ class BreedClassifier(mlflow.pyfunc.PythonModel):
         return rank(probabilities, self.classes, top_k)
 
     def preprocess(self, items: list[bytes | np.ndarray]) -> np.ndarray:
-        """Decode + resize every image (:func:`dogbreeds.preprocess.prepare_batch`, which
+        """Decode + resize every image (:func:`dogbreeds.data.preprocess.prepare_batch`, which
         names a bad one)."""
-        from dogbreeds.preprocess import prepare_batch
+        from dogbreeds.data.preprocess import prepare_batch
 
         return prepare_batch(items, self.image_size)
 

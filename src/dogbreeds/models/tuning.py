@@ -2,11 +2,11 @@
 
 The hypermodel declares the search space (number of conv blocks, filters per block, kernel
 size, dense units, dropout, learning rate) and builds the model with
-:func:`dogbreeds.models.build_scratch_cnn` — the same builder the untuned CNN uses, so the
+:func:`dogbreeds.models.builders.build_scratch_cnn` — the same builder the untuned CNN uses, so the
 tuned model differs only by its hyperparameters.
 
 Each keras-tuner trial is one *nested* MLflow run under the stage's run (opened by
-``tracking.stage_run``): its hyperparameters as params, its per-epoch metrics with
+``store.stage_run``): its hyperparameters as params, its per-epoch metrics with
 ``step`` = the 1-based epoch, its status and score. keras-tuner keeps its state in a project directory
 whose name hashes the search configuration (:func:`project_name`), so a killed search
 resumes its finished trials while a changed search space starts afresh.
@@ -30,7 +30,8 @@ import keras_tuner as kt
 import mlflow
 import pandas as pd
 
-from dogbreeds import models, tracking
+from dogbreeds.models import builders
+from dogbreeds.tracking import store
 from dogbreeds.jsonfile import write_json
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ def declare_architecture(hp: kt.HyperParameters, space: SearchSpace) -> dict[str
     Returns:
         ``blocks`` (list of ``{"filters", "kernel"}``), ``dense`` (list of units),
         ``dropout`` and ``learning_rate``: the keyword arguments of
-        :func:`dogbreeds.models.build_scratch_cnn` that the search controls.
+        :func:`dogbreeds.models.builders.build_scratch_cnn` that the search controls.
     """
     low, high = space.blocks
     n_blocks = hp.Int("blocks", low, high) if low < high else hp.Fixed("blocks", low)
@@ -169,7 +170,7 @@ def architecture_from_values(values: Mapping[str, Any], space: SearchSpace) -> d
 
 
 class ScratchCNNHyperModel(kt.HyperModel):
-    """Builds :func:`dogbreeds.models.build_scratch_cnn` from a trial's hyperparameters.
+    """Builds :func:`dogbreeds.models.builders.build_scratch_cnn` from a trial's hyperparameters.
 
     Everything the search does not control (input size, pooling, online augmentation, seed)
     is fixed here, taken from the untuned CNN's settings.
@@ -187,7 +188,7 @@ class ScratchCNNHyperModel(kt.HyperModel):
         self.seed = seed
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
-        return models.build_scratch_cnn(
+        return builders.build_scratch_cnn(
             self.num_classes, self.image_size, **declare_architecture(hp, self.space),
             pooling=self.pooling, augmentation=self.augmentation, seed=self.seed,
         )
@@ -208,7 +209,7 @@ class _MlflowTrials:
             tags={"dogbreeds.stage": "tune", "keras_tuner.trial_id": str(trial.trial_id),
                   "keras_tuner.project": self.project_name},
         )
-        tracking.log_params(trial.hyperparameters.values)
+        store.log_params(trial.hyperparameters.values)
         runs = self.trial_runs()
         runs[str(trial.trial_id)] = run.info.run_id
         write_json(Path(self.project_dir) / _RUNS_FILE, runs)
@@ -417,7 +418,7 @@ def best_hyperparameters_record(result: SearchResult, *, algorithm: str, project
 
 def log_search(result: SearchResult, record: Mapping[str, Any]) -> None:
     """Log the search outcome to the active (stage) run: ``best.*`` params, trials table."""
-    tracking.log_params({"best": result.hyperparameters})
+    store.log_params({"best": result.hyperparameters})
     mlflow.log_metrics({
         "tune_best_val_accuracy": result.best_score,
         "tune_trials_completed": record["trials"]["completed"],

@@ -1,6 +1,6 @@
 """``dogbreeds predict``: the likely breeds of photos, from any MLflow model URI.
 
-The registered model (see :mod:`dogbreeds.pyfunc`) takes raw encoded images and does its own
+The registered model (see :mod:`dogbreeds.serving.pyfunc`) takes raw encoded images and does its own
 preprocessing, so this module only finds the files, reads their bytes, feeds them in batches
 and reports. One bad file never stops a run: it gets its own error line and the exit status
 tells a script that something failed (0 all good, 1 some photos failed, 2 usage error).
@@ -98,15 +98,15 @@ def open_store(model_uri: str) -> str:
     """
     import mlflow
 
-    from dogbreeds import tracking
+    from dogbreeds.tracking import store
 
     cwd = Path.cwd()
-    uri = tracking.use_store(cwd)
-    if (model_uri.startswith("models:/") and uri == tracking.local_tracking_uri(cwd)
-            and not (cwd / tracking.DB_FILE).exists()):
+    uri = store.use_store(cwd)
+    if (model_uri.startswith("models:/") and uri == store.local_tracking_uri(cwd)
+            and not (cwd / store.DB_FILE).exists()):
         raise ModelLoadError(
             f"no model at {model_uri}: run `make repro` first (no MLflow store "
-            f"{tracking.DB_FILE} in {cwd}: run from the project folder or set "
+            f"{store.DB_FILE} in {cwd}: run from the project folder or set "
             "MLFLOW_TRACKING_URI)")
     return mlflow.get_registry_uri()
 
@@ -117,7 +117,7 @@ def load_model(model_uri: str):
     Raises:
         ModelLoadError: with a message that tells the user what to do.
     """
-    from dogbreeds.pyfunc import load_classifier
+    from dogbreeds.serving.pyfunc import load_classifier
 
     open_store(model_uri)
     try:
@@ -147,7 +147,7 @@ def _rows_to_predictions(frame) -> list[list[dict[str, Any]]]:
 
 def classify(model, images: Sequence[bytes], top_k: int) -> list[list[dict[str, Any]]]:
     """Run the model on encoded images; one descending top-k list per image."""
-    from dogbreeds.pyfunc import predict_images
+    from dogbreeds.serving.pyfunc import predict_images
 
     return _rows_to_predictions(predict_images(model, list(images), top_k))
 

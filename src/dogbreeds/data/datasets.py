@@ -1,7 +1,7 @@
 """The training input pipeline: tables of image paths → streaming ``tf.data`` datasets.
 
 Images are read from disk batch by batch (never loaded as one array), decoded and resized by
-:func:`dogbreeds.preprocess.load_image` — the same function inference uses — so a model sees
+:func:`dogbreeds.data.preprocess.load_image` — the same function inference uses — so a model sees
 identical pixels in training and in production.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from dogbreeds.preprocess import load_image
+from dogbreeds.data.preprocess import load_image
 
 SPLITS = ("train", "val", "test")
 

@@ -23,8 +23,8 @@ import keras
 import numpy as np
 import pandas as pd
 
-from dogbreeds.backbones import frozen_features
-from dogbreeds.data import SPLITS, frames_fingerprint, labels_for, make_dataset, split_rows
+from dogbreeds.models.backbones import frozen_features
+from dogbreeds.data.datasets import SPLITS, frames_fingerprint, labels_for, make_dataset, split_rows
 from dogbreeds.jsonfile import write_json
 
 BACKBONE_WEIGHTS = "backbone.weights.h5"
@@ -56,7 +56,7 @@ def feature_extractor(backbone_name: str, weights, image_size: int, pooling: str
                       ) -> keras.Model:
     """0–255 image → the backbone's preprocessing → frozen backbone (pooled unless flatten).
 
-    The nested backbone is reachable with :func:`dogbreeds.backbones.find_backbone`.
+    The nested backbone is reachable with :func:`dogbreeds.models.backbones.find_backbone`.
     """
     inputs, outputs = frozen_features(backbone_name, weights, image_size, pooling)
     return keras.Model(inputs, outputs, name=f"{backbone_name}_features")
@@ -67,7 +67,7 @@ def extract_features(df: pd.DataFrame, backbone_name: str, weights, image_size: 
                      extractor: keras.Model | None = None) -> np.ndarray:
     """Features of every row of ``df`` (same order), computed by the frozen backbone.
 
-    Images stream from disk through :func:`dogbreeds.data.make_dataset`. Pass ``extractor``
+    Images stream from disk through :func:`dogbreeds.data.datasets.make_dataset`. Pass ``extractor``
     to reuse an already-built model (and its weights) across calls.
 
     Returns:
@@ -83,7 +83,7 @@ def extract_features(df: pd.DataFrame, backbone_name: str, weights, image_size: 
 
 def input_fingerprint(df: pd.DataFrame, root: Path, settings: dict) -> str:
     """Hash of what a feature cache depends on: the rows and their files
-    (:func:`dogbreeds.data.frames_fingerprint`) and the settings."""
+    (:func:`dogbreeds.data.datasets.frames_fingerprint`) and the settings."""
     text = json.dumps(settings, sort_keys=True, default=str) + frames_fingerprint(df, root=root)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

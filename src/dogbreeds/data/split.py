@@ -25,7 +25,7 @@ import pandas as pd
 import scipy.io
 from sklearn.model_selection import StratifiedKFold
 
-from dogbreeds.metadata import usable
+from dogbreeds.data.metadata import usable
 
 log = logging.getLogger(__name__)
 

@@ -151,7 +151,7 @@ def fit_resumable(model: keras.Model, train_ds, val_ds, *, epochs: int, work_dir
     EarlyStopping's patience counter restarts at the resume (Keras does not back it up).
 
     A backup resumes only into the same model and optimizer (:func:`model_fingerprint`) and
-    the same ``data_key`` (e.g. :func:`dogbreeds.data.frames_fingerprint` of the train and
+    the same ``data_key`` (e.g. :func:`dogbreeds.data.datasets.frames_fingerprint` of the train and
     val frames): data changed after a kill means a fresh start, not old weights continued.
 
     ``resumable=False`` drops the two per-epoch weight writes (backup + best checkpoint) for
@@ -257,11 +257,11 @@ def record_model(model: keras.Model, history: pd.DataFrame, *, name: str, kind: 
     Metrics are the best epoch's (the weights the model keeps), not the last epoch's.
     The Keras model is logged with its signature but no input example: MLflow would reload
     the model and predict on the example to validate it (~4 s per model, measured), and the
-    served model (:mod:`dogbreeds.pyfunc`, logged by ``evaluate``) carries a real photo as its
+    served model (:mod:`dogbreeds.serving.pyfunc`, logged by ``evaluate``) carries a real photo as its
     example.
     """
-    from dogbreeds.figures import training_curves  # matplotlib only when recording
-    from dogbreeds.pyfunc import pip_requirements
+    from dogbreeds.tracking.figures import training_curves  # matplotlib only when recording
+    from dogbreeds.serving.pyfunc import pip_requirements
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -319,7 +319,7 @@ def fit_and_record(model: keras.Model, train_ds, val_ds, *, name: str, kind: str
                    verbose: int = 2) -> dict:
     """Train ``model`` (resumably) and record it: files in ``out_dir`` + the MLflow run.
 
-    Must run inside an active MLflow run (:func:`dogbreeds.tracking.stage_run`). See
+    Must run inside an active MLflow run (:func:`dogbreeds.tracking.store.stage_run`). See
     :func:`fit_resumable` for the callbacks and :func:`record_model` for what is written.
 
     Returns:
@@ -356,7 +356,7 @@ def train_transfer(cache, *, backbone_name: str, out_dir: Path, work_dir: Path,
     from its backup.
 
     Args:
-        cache: a :class:`dogbreeds.features.FeatureCache`.
+        cache: a :class:`dogbreeds.models.features.FeatureCache`.
         image_frames: ``(train_df, val_df)`` of images, needed only for fine-tuning.
         batch_size: images per batch when fine-tuning.
         head_batch_size: feature vectors per batch in the head phase (default ``batch_size``).
@@ -364,9 +364,9 @@ def train_transfer(cache, *, backbone_name: str, out_dir: Path, work_dir: Path,
             not its arithmetic, is what a small batch pays for: 256 trains the head ~2×
             faster than 32 (``benchmarks.transfer_cache``).
     """
-    from dogbreeds.data import array_dataset, frames_fingerprint, make_dataset
-    from dogbreeds.backbones import find_backbone
-    from dogbreeds.models import build_head, build_transfer_model, compile_classifier, unfreeze_top
+    from dogbreeds.data.datasets import array_dataset, frames_fingerprint, make_dataset
+    from dogbreeds.models.backbones import find_backbone
+    from dogbreeds.models.builders import build_head, build_transfer_model, compile_classifier, unfreeze_top
 
     strategy = strategy or tf.distribute.get_strategy()
     classes = list(cache.meta["classes"])

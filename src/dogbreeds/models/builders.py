@@ -1,6 +1,6 @@
 """Model builders: each returns a compiled Keras model whose parts have names.
 
-Every model takes float32 RGB images in 0–255 (what :mod:`dogbreeds.preprocess` produces);
+Every model takes float32 RGB images in 0–255 (what :mod:`dogbreeds.data.preprocess` produces);
 normalisation is a layer inside the model. Classification outputs are a softmax layer named
 ``"predictions"``.
 """
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import keras
 
-from dogbreeds.backbones import frozen_features
+from dogbreeds.models.backbones import frozen_features
 
 POOLINGS = ("avg", "max", "flatten")
 
@@ -136,7 +136,7 @@ def build_transfer_model(backbone_name: str, weights, image_size: int, head: ker
 
     The backbone ends with global ``pooling`` when the head takes vectors (avg/max), and
     keeps its spatial map when the head does its own (flatten), matching how the features
-    the head was trained on were computed (:mod:`dogbreeds.features`).
+    the head was trained on were computed (:mod:`dogbreeds.models.features`).
     """
     inputs, features = frozen_features(backbone_name, weights, image_size,
                                        pooling if len(head.input.shape) == 2 else None)

@@ -46,7 +46,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from dogbreeds.predict import (
+from dogbreeds.serving.predict import (
     ModelLoadError,
     classify,
     decode_error,
@@ -303,7 +303,7 @@ async def read_upload(request: Request, max_bytes: int = MAX_UPLOAD_BYTES) -> by
 
 def index_html() -> str:
     """The demo page (``static/index.html``, shipped as package data)."""
-    return (resources.files("dogbreeds") / "static" / "index.html").read_text(encoding="utf-8")
+    return (resources.files("dogbreeds.serving") / "static" / "index.html").read_text(encoding="utf-8")
 
 
 def create_app(model_uri: str | None = None, *, holder: ModelHolder | None = None,

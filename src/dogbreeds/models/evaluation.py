@@ -2,7 +2,7 @@
 
 Every model is scored on the same untouched test photos (``split == "test"``,
 ``origin == "original"``) with the same input pipeline training used
-(:func:`dogbreeds.data.make_dataset`). The comparison keeps validation and test metrics side
+(:func:`dogbreeds.data.datasets.make_dataset`). The comparison keeps validation and test metrics side
 by side, but :func:`select_model` chooses on a validation metric only: the test set is
 reported, never used to choose (otherwise its accuracy would no longer be an unbiased
 estimate).
@@ -31,7 +31,7 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
-from dogbreeds.data import split_rows
+from dogbreeds.data.datasets import split_rows
 from dogbreeds.jsonfile import write_json
 
 log = logging.getLogger(__name__)
@@ -198,7 +198,7 @@ def evaluate_model(trained: TrainedModel, test_df: pd.DataFrame, batch_size: int
     """Load a trained Keras model and score it on the test frame."""
     import keras
 
-    from dogbreeds.data import make_dataset
+    from dogbreeds.data.datasets import make_dataset
 
     classes = list(trained.card["classes"])
     image_size = int(trained.card["image_size"])
@@ -212,7 +212,7 @@ def evaluate_model(trained: TrainedModel, test_df: pd.DataFrame, batch_size: int
 
 def write_model_report(result: Evaluation, out_dir: Path) -> dict[str, Path]:
     """Write one model's report files; return them by kind."""
-    from dogbreeds.figures import confusion_matrix_figure
+    from dogbreeds.tracking.figures import confusion_matrix_figure
 
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {

@@ -252,7 +252,7 @@ def as_table(rows: Iterable[dict[str, Any]] | pd.DataFrame) -> pd.DataFrame:
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow image → 8-bit RGB, the way the model's own decoder would see it.
 
-    Alpha is dropped, not composited: ``dogbreeds.preprocess.decode_image`` drops it too, so
+    Alpha is dropped, not composited: ``dogbreeds.data.preprocess.decode_image`` drops it too, so
     a converted training photo looks like the same file does at inference. 16-bit and
     integer modes are scaled to 0–255 rather than clipped. EXIF orientation is ignored, as
     ``tf.io.decode_jpeg`` ignores it.

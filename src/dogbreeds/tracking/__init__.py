@@ -1,0 +1,3 @@
+"""MLflow: store (where runs go, stage runs), registry (champion), figures."""
+
+__all__ = ["figures", "registry", "store"]
