@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from dogbreeds.data.metadata import USABLE_STATUSES, as_table
-from dogbreeds.data.split import stable_seed
+from dogbreeds.hashing import stable_seed
 
 # tf.io.decode_jpeg ignores EXIF orientation; OpenCV applies it unless told not to. Reading
 # without it keeps augmented copies oriented like the model sees the original.

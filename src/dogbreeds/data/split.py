@@ -14,7 +14,6 @@ Folds (``StratifiedKFold``) index train+val rows for cross-validation; other row
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,18 +25,13 @@ import scipy.io
 from sklearn.model_selection import StratifiedKFold
 
 from dogbreeds.data.metadata import usable
+from dogbreeds.hashing import stable_seed
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 OFFICIAL_LISTS = {"train": "train_list.mat", "test": "test_list.mat"}
 MIN_PER_BREED = 3  # one photo for each of train, val and test
-
-
-def stable_seed(*parts: object) -> int:
-    """A 64-bit seed from the parts' text: the same on every run, machine and Python."""
-    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little")
 
 
 def load_official_lists(lists_dir: Path) -> dict[str, str]:
