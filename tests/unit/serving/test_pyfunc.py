@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import tiny_models as tm
+from support import tiny_models as tm
 from dogbreeds.serving import pyfunc
 from dogbreeds.tracking import store
 

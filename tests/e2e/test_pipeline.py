@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import GIT_ENV, dvc_bin, make_project, venv_env
+from support.project import GIT_ENV, dvc_bin, make_project, venv_env
 from dogbreeds.profiles import apply_profile
-from servers import serve_directory
+from support.servers import serve_directory
 
 pytestmark = pytest.mark.slow
 

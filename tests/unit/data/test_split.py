@@ -12,7 +12,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from conftest import make_project, run_stage, stage_runs
+from support.project import make_project, run_stage, stage_runs
 from dogbreeds.data import metadata
 from dogbreeds.data import split
 from dogbreeds.tracking import store

@@ -24,12 +24,12 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-import tiny_models
-from conftest import venv_env
+from support import tiny_models
+from support.project import venv_env
 from dogbreeds.data import datasets
 from dogbreeds.tracking import store
 from dogbreeds.models import training
-from servers import free_port
+from support.servers import free_port
 
 pytestmark = pytest.mark.slow
 

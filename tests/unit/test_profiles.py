@@ -7,7 +7,7 @@ import shutil
 import pytest
 import yaml
 
-from conftest import REPO
+from support.project import REPO
 from dogbreeds.cli import main
 from dogbreeds.profiles import apply_profile, parse_override
 

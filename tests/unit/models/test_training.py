@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
-import fakedata
-from conftest import REPO, venv_env
+from support import fakedata
+from support.project import REPO, venv_env
 from dogbreeds.data import datasets
 from dogbreeds.models import builders
 from dogbreeds.tracking import store

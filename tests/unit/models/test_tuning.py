@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
-import fakedata
-from conftest import make_project, venv_env
+from support import fakedata
+from support.project import make_project, venv_env
 from dogbreeds.data import datasets
 from dogbreeds.tracking import store
 from dogbreeds.models import tuning
@@ -47,7 +47,7 @@ def hypermodel(num_classes: int = 3, image_size: int = SIZE) -> tuning.ScratchCN
                                        seed=1)
 
 
-def datasets(root: Path, df: pd.DataFrame, image_size: int = SIZE):
+def train_val(root: Path, df: pd.DataFrame, image_size: int = SIZE):
     classes = datasets.class_names(df)
     train_df, val_df, _ = datasets.training_frames(df, use_augmented=False)
     return (datasets.make_dataset(train_df, classes, image_size, 8, shuffle=True, root=root),
@@ -59,7 +59,7 @@ def searched(tmp_path_factory):
     """One 2-trial random search (2 epochs each) inside a stage run, shared by the tests."""
     root = tmp_path_factory.mktemp("tune")
     df = dataset_table(root)
-    train_ds, val_ds = datasets(root, df)
+    train_ds, val_ds = train_val(root, df)
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
@@ -160,7 +160,7 @@ def test_rerun_resumes_finished_trials_without_new_runs(searched):
 
 def test_hyperband_logs_one_nested_run_per_trial_with_its_epochs(tmp_path):
     df = dataset_table(tmp_path)
-    train_ds, val_ds = datasets(tmp_path, df)
+    train_ds, val_ds = train_val(tmp_path, df)
     with store.stage_run("tune", tmp_path) as parent:
         # max_epochs 3, factor 3: three 1-epoch trials, then the best continues to epoch 3.
         tuner = tuning.make_tuner("hyperband", hypermodel(), max_trials=4, epochs=3, seed=0,
@@ -184,7 +184,7 @@ def test_hyperband_logs_one_nested_run_per_trial_with_its_epochs(tmp_path):
 def test_all_trials_failing_raises(tmp_path):
     df = dataset_table(tmp_path)
     # 3 breeds into a 2-class model: every fit fails, which keras-tuner would swallow.
-    train_ds, val_ds = datasets(tmp_path, df)
+    train_ds, val_ds = train_val(tmp_path, df)
     with store.stage_run("tune", tmp_path) as parent:
         tuner = tuning.make_tuner("random", hypermodel(num_classes=2), max_trials=2, epochs=1,
                                   seed=0,

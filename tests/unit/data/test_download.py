@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import yaml
 
-import fakedata
-from conftest import REPO, SAMPLE_DIR, make_project, relative_files, run_stage, stage_runs
+from support import fakedata
+from support.project import REPO, SAMPLE_DIR, make_project, relative_files, run_stage, stage_runs
 from dogbreeds.data import download
 from dogbreeds.data.download import (
     ChecksumError,
@@ -30,7 +30,7 @@ from dogbreeds.data.download import (
     fetch,
 )
 from dogbreeds.profiles import apply_profile
-from servers import DirectoryServer, free_port
+from support.servers import DirectoryServer, free_port
 
 ARCHIVES = ["images.tar", "annotation.tar", "lists.tar"]
 

@@ -11,9 +11,9 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from conftest import GIT_ENV
+from support.project import GIT_ENV
 from dogbreeds.tracking import store
-from servers import free_port
+from support.servers import free_port
 
 
 def git_repo(path: Path) -> str:

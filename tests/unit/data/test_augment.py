@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import fakedata
-from conftest import make_project, run_stage, stage_runs
+from support import fakedata
+from support.project import make_project, run_stage, stage_runs
 from dogbreeds.data import augment
 from dogbreeds.data import metadata
 from dogbreeds.data import split

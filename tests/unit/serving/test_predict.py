@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import venv_env
+from support.project import venv_env
 from dogbreeds.serving.predict import (
     EXIT_FAILED,
     EXIT_OK,

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-import fakedata
-from conftest import GIT_ENV, dvc_bin, make_project, run_stage, venv_env
+from support import fakedata
+from support.project import GIT_ENV, dvc_bin, make_project, run_stage, venv_env
 from dogbreeds.profiles import apply_profile
-from servers import DirectoryServer
+from support.servers import DirectoryServer
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import SHARED
+from support.project import SHARED
 from dogbreeds.models import backbones
 
 

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import fakedata
-from conftest import make_project, run_stage, stage_runs
+from support import fakedata
+from support.project import make_project, run_stage, stage_runs
 from dogbreeds.data import metadata
 from dogbreeds.tracking import store
 from dogbreeds.profiles import apply_profile

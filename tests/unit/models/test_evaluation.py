@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
-import tiny_models as tm
-from conftest import REPO, venv_env
+from support import tiny_models as tm
+from support.project import REPO, venv_env
 from dogbreeds.models import evaluation
 from dogbreeds.tracking.figures import confusion_matrix_figure
 

@@ -23,7 +23,7 @@ from dogbreeds.serving.web import (
     parse_registry_uri,
     serve,
 )
-from tiny_registry import running_app
+from support.tiny_registry import running_app
 
 CHAMPION = "models:/dogbreeds@champion"
 

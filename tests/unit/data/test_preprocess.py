@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-import fakedata
+from support import fakedata
 from dogbreeds.data import preprocess
 
 

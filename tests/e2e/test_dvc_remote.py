@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import GIT_ENV, dvc_bin, make_project, relative_files, venv_env
+from support.project import GIT_ENV, dvc_bin, make_project, relative_files, venv_env
 from dogbreeds.profiles import apply_profile
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-import fakedata
+from support import fakedata
 
 SIZE = 32
 CLASSES = sorted(fakedata.BREEDS.values())  # the label order of dogbreeds.data.datasets.class_names

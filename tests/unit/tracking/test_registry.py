@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-import tiny_models as tm
+from support import tiny_models as tm
 from dogbreeds.tracking import registry
 from dogbreeds.tracking import store
 

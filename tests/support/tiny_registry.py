@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import fakedata
-import tiny_models
+from support import fakedata
+from support import tiny_models
 
 MODEL_NAME = "dogbreeds"
 

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
-import fakedata
-from conftest import REPO, SAMPLE_DIR, SHARED_WEIGHTS
+from support import fakedata
+from support.project import REPO, SAMPLE_DIR, SHARED_WEIGHTS
 from dogbreeds.data import datasets
 from dogbreeds.tracking import store
 

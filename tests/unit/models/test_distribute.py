@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, venv_env
+from support.project import REPO, venv_env
 from dogbreeds.models import distribute
-from servers import free_ports
+from support.servers import free_ports
 
 
 def run_script(code: str, tmp_path: Path, timeout: float = 180, **env: str) -> dict:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from support.project import REPO
 from dogbreeds.serving.predict import display_name
 from dogbreeds.serving.web import create_app
-from tiny_registry import running_app
+from support.tiny_registry import running_app
 
 pytestmark = pytest.mark.slow
 

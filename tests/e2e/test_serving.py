@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-import tiny_models as tm
-from conftest import venv_env
+from support import tiny_models as tm
+from support.project import venv_env
 from dogbreeds.tracking import store
-from servers import free_port
+from support.servers import free_port
 
 pytestmark = pytest.mark.slow
 NAME = "dogbreeds-serve-test"

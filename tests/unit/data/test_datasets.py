@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import fakedata
+from support import fakedata
 from dogbreeds.data import datasets
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import fakedata
+from support import fakedata
 from dogbreeds.models import backbones
 from dogbreeds.data import datasets
 from dogbreeds.models import features

@@ -1,0 +1,1 @@
+"""Test helpers: tiny data, local servers, tiny models and registries, project runs."""
