@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-stamp
 SHARED ?= ../shared
 PYTEST_ARGS ?=
 
-.PHONY: setup repro repro-sample test ui clean-venv
+.PHONY: setup repro repro-sample test lint ui clean-venv
 
 setup: $(STAMP)
 
@@ -34,6 +34,10 @@ repro-sample: setup
 
 test: setup
 	pytest $(PYTEST_ARGS)
+
+## ruff (pinned in the dev extras, configured in pyproject.toml); CI runs it before the tests.
+lint: setup
+	ruff check .
 
 ui: setup
 	mlflow ui --port 5000
