@@ -38,13 +38,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:
-    from dogbreeds.tracking.registry import cli_promote
+    from dogbreeds.tracking.registry_cli import cli_promote
 
     return cli_promote(name=args.name, version=args.version, alias=args.alias)
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from dogbreeds.tracking.registry import cli_models
+    from dogbreeds.tracking.registry_cli import cli_models
 
     return cli_models(name=args.name)
 

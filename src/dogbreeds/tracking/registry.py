@@ -2,10 +2,10 @@
 
 Every evaluation registers the selected model as a new version of ``registry.model_name``
 (versions are never deleted or overwritten) — unless that very training run is already
-registered on the same test data, in which case nothing is added and aliases stay. The ``champion`` alias — what ``models:/<name>@champion`` serves —
-moves to the new version only when its test accuracy beats the champion's by at least
-``min_improvement`` *on the same test data*; otherwise the new version becomes
-``challenger``. The first version is champion.
+registered on the same test data, in which case nothing is added and aliases stay. The
+``champion`` alias — what ``models:/<name>@champion`` serves — moves to the new version only
+when its test accuracy beats the champion's by at least ``min_improvement`` *on the same test
+data*; otherwise the new version becomes ``challenger``. The first version is champion.
 
 "Same test data" is decided by :func:`test_data_hash`, a hash of the test photos themselves
 (path, breed and the bytes of every file). A version records it as a tag; when the
@@ -14,25 +14,23 @@ champion is re-evaluated on today's test split through its registered pyfunc ins
 comparing numbers measured on different data. For traceability every version also carries
 the git commit and the DVC data hashes from ``dvc.lock`` (the ``augment`` stage's output:
 the table and images every model trains and is tested on; plus ``data/raw``).
+
+The ``dogbreeds models`` / ``dogbreeds promote`` commands live in :mod:`registry_cli`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pandas as pd
 import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from dogbreeds.data.download import sha256_of
+from dogbreeds.hashing import digest, file_sha256
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -82,10 +80,10 @@ def decide_promotion(new_score: float, champion_score: float | None,
 def test_data_hash(test_df: pd.DataFrame, root: Path = Path(".")) -> str:
     """A hash of the test set's content: every photo's path, breed and bytes (order-free)."""
     lines = sorted(
-        f"{path}\t{breed}\t{sha256_of(Path(root) / path)}"
+        f"{path}\t{breed}\t{file_sha256(Path(root) / path)}"
         for path, breed in zip(test_df["path"], test_df["breed"])
     )
-    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+    return digest("\n".join(lines))
 
 
 def dvc_out_md5(lock_file: Path, stage: str, out_path: str | None = None) -> str | None:
@@ -265,78 +263,3 @@ def register_and_promote(
         client, model_name, version, float(metrics[TAG_TEST_ACCURACY]), test_hash,
         min_improvement, reevaluate=lambda uri: pyfunc_accuracy(uri, test_df, root),
     )
-
-
-# --- the `dogbreeds promote` / `dogbreeds models` commands ------------------------------------
-
-def _client() -> MlflowClient:
-    from dogbreeds.tracking.store import use_store
-
-    use_store(Path.cwd())  # MLFLOW_TRACKING_URI wins when set
-    return MlflowClient()
-
-
-def cli_promote(name: str, version: str | int, alias: str = CHAMPION) -> int:
-    """Point ``alias`` at ``version`` (manual promotion or rollback). Returns an exit code."""
-    client = _client()
-    try:
-        client.get_model_version(name, str(version))
-    except MlflowException:
-        print(f"error: model {name!r} has no version {version}", file=sys.stderr)
-        return 1
-    holder = version_with_alias(client, name, alias)
-    previous = None if holder is None else str(holder.version)
-    client.set_registered_model_alias(name, alias, str(version))
-    was = f" (was version {previous})" if previous else ""
-    print(f"{name}@{alias} -> version {version}{was}")
-    return 0
-
-
-def versions_table(client: MlflowClient, name: str) -> pd.DataFrame:
-    """One row per registered version, newest first."""
-    versions = client.search_model_versions(f"name='{name}'")
-    # search results do not carry aliases: read them from the registered model.
-    by_version: dict[str, list[str]] = {}
-    for alias, version in (client.get_registered_model(name).aliases or {}).items():
-        by_version.setdefault(str(version), []).append(alias)
-    rows = []
-    for v in versions:
-        tags = v.tags or {}
-        kind = tags.get("kind", "")
-        backbone = tags.get("backbone", "")
-        rows.append({
-            "version": int(v.version),
-            "aliases": ",".join(sorted(by_version.get(str(v.version), []))),
-            "model": f"{kind}/{backbone}" if backbone else kind,
-            "val_acc": _fmt(tags.get("val_accuracy")),
-            "test_acc": _fmt(tags.get(TAG_TEST_ACCURACY)),
-            "created": datetime.fromtimestamp(v.creation_timestamp / 1000, timezone.utc)
-            .strftime("%Y-%m-%d %H:%M"),
-            "run_id": v.run_id or "",
-        })
-    columns = ["version", "aliases", "model", "val_acc", "test_acc", "created", "run_id"]
-    return pd.DataFrame(rows, columns=columns).sort_values("version", ascending=False) \
-        .reset_index(drop=True)
-
-
-def _fmt(value: str | None) -> str:
-    try:
-        return f"{float(value):.4f}"
-    except (TypeError, ValueError):
-        return ""
-
-
-def cli_models(name: str) -> int:
-    """Print the registered versions of ``name``. Returns an exit code."""
-    client = _client()
-    try:
-        client.get_registered_model(name)
-    except MlflowException:
-        print(f"error: no registered model {name!r} in {mlflow.get_tracking_uri()}", file=sys.stderr)
-        return 1
-    table = versions_table(client, name)
-    if table.empty:
-        print(f"{name}: no versions")
-        return 0
-    print(table.to_string(index=False))
-    return 0

@@ -6,9 +6,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from dogbreeds.tracking import registry, store
 from support import tiny_models as tm
-from dogbreeds.tracking import registry
-from dogbreeds.tracking import store
 
 NAME = "dogbreeds-test"
 
@@ -93,22 +92,6 @@ def test_champion_on_other_test_data_is_reevaluated(client):
     decision, calls = promote(client, new_version(client, 0.603, "new-data"), 0.603,
                               test_hash="new-data", reevaluate=0.0)
     assert calls == [] and not decision.promoted
-
-
-def test_manual_promote_rollback_and_models_table(client, capsys):
-    for score in (0.5, 0.7):
-        promote(client, new_version(client, score), score)
-    assert aliases(client)["champion"] == "2"
-    assert registry.cli_promote(NAME, "1") == 0  # rollback
-    assert aliases(client)["champion"] == "1"
-    assert "version 1 (was version 2)" in capsys.readouterr().out
-    assert registry.cli_promote(NAME, "99") == 1
-    assert "no version 99" in capsys.readouterr().err
-    assert aliases(client)["champion"] == "1"
-    assert registry.cli_models(NAME) == 0
-    table = capsys.readouterr().out
-    assert "champion" in table and "0.7000" in table and "version" in table
-    assert registry.cli_models("no-such-model") == 1
 
 
 def test_dvc_lock_hashes(tmp_path):
