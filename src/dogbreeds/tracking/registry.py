@@ -31,12 +31,26 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from dogbreeds.hashing import digest, file_sha256
+from dogbreeds.settings import from_section, section
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 TAG_TEST_ACCURACY = "test_accuracy"
 TAG_TEST_HASH = "test_data_hash"
 _EPS = 1e-12  # float noise in "gain >= min_improvement"
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    """The ``registry`` section of params.yaml (read by ``evaluate`` and the CLI)."""
+
+    model_name: str          # registered model name
+    min_improvement: float   # test accuracy gain over the champion needed to move ``champion``
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> RegistrySettings:
+        """From the whole params tree; errors name the bad ``registry.*`` key."""
+        return from_section(cls, section(params, "registry"), "registry")
 
 
 @dataclass(frozen=True)
@@ -81,7 +95,7 @@ def test_data_hash(test_df: pd.DataFrame, root: Path = Path(".")) -> str:
     """A hash of the test set's content: every photo's path, breed and bytes (order-free)."""
     lines = sorted(
         f"{path}\t{breed}\t{file_sha256(Path(root) / path)}"
-        for path, breed in zip(test_df["path"], test_df["breed"])
+        for path, breed in zip(test_df["path"], test_df["breed"], strict=True)
     )
     return digest("\n".join(lines))
 
@@ -147,7 +161,8 @@ def pyfunc_accuracy(model_uri: str, test_df: pd.DataFrame, root: Path = Path("."
     for start in range(0, len(paths), batch_size):
         images = [(Path(root) / p).read_bytes() for p in paths[start:start + batch_size]]
         predicted = predict_images(model, images, top_k=1)["breed"]
-        correct += sum(p == b for p, b in zip(predicted, breeds[start:start + batch_size]))
+        expected = breeds[start:start + batch_size]
+        correct += sum(p == b for p, b in zip(predicted, expected, strict=True))
     return correct / max(1, len(paths))
 
 
