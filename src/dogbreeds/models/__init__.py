@@ -1,3 +1,4 @@
-"""Models: backbones, builders, training, tuning, features, evaluation, distribute."""
+"""Models: backbones, builders, training, tuning, features, evaluation, comparison, distribute."""
 
-__all__ = ["backbones", "builders", "distribute", "evaluation", "features", "training", "tuning"]
+__all__ = ["backbones", "builders", "comparison", "distribute", "evaluation", "features",
+           "training", "tuning"]
