@@ -23,8 +23,10 @@ import requests
 DEFAULT_EXPERIMENT = "dogbreeds"
 DB_FILE = "mlflow.db"
 ARTIFACT_DIR = "mlruns"
-# MLflow 3's UI opens an experiment in its GenAI view (traces, prompts) unless this tag names
-# another kind; "custom_model_development" is its "Model training" view: the runs table.
+# MLflow 3's kind of experiment: "custom_model_development" is model training (runs, metrics,
+# models), as opposed to GenAI (traces, prompts). The UI reads it when its global "GenAI | Model
+# training" switch is off; in MLflow 3.17 the switch is always on and decides the view (the URL's
+# ?workflowType=machine_learning, or the browser's last choice): see the README's MLflow UI.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 
@@ -97,8 +99,8 @@ def check_server(uri: str, timeout: float | None = None) -> None:
 def configure(project_root: Path, experiment: str = DEFAULT_EXPERIMENT) -> str:
     """Point MLflow at the project's store and select (creating if needed) the experiment.
 
-    The experiment carries the kind tag that makes ``mlflow ui`` open on its runs table
-    (added to an existing experiment that lacks it; a kind someone set is left alone).
+    The experiment is tagged as a model-training one (:data:`EXPERIMENT_KIND`), also when an
+    existing experiment lacks the tag; a kind someone set is left alone.
 
     Returns:
         The experiment id.
