@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from support import tiny_models as tm
 from dogbreeds.serving import pyfunc
 from dogbreeds.tracking import store
+from support import tiny_models as tm
 
 
 @pytest.fixture(scope="module")
