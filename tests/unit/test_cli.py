@@ -6,11 +6,10 @@ import shutil
 
 import pytest
 import yaml
-from mlflow.tracking import MlflowClient
 
 from dogbreeds import cli
-from dogbreeds.tracking import store
 from support.project import REPO
+from support.tiny_registry import empty_registered_model
 
 
 def write_params(folder, **registry) -> None:
@@ -46,9 +45,7 @@ def test_predict_uses_the_params_model_by_default(tmp_path, monkeypatch, capsys)
 def test_models_and_promote_use_the_params_model_name(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     write_params(tmp_path, model_name="other-dogs")
-    store.configure(tmp_path, "cli-test")
-    client = MlflowClient()
-    client.create_registered_model("other-dogs")
+    client = empty_registered_model(tmp_path, "other-dogs", "cli-test")
     for _ in range(2):
         client.create_model_version("other-dogs", source="file:///nowhere")
     assert cli.main(["promote", "2"]) == 0

@@ -9,6 +9,7 @@ from mlflow.tracking import MlflowClient
 from dogbreeds.settings import SettingsError
 from dogbreeds.tracking import registry, store
 from support import tiny_models as tm
+from support.tiny_registry import empty_registered_model
 
 NAME = "dogbreeds-test"
 
@@ -38,10 +39,7 @@ def test_decide_promotion_threshold(new, old, gain, expected):
 @pytest.fixture
 def client(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    store.configure(tmp_path, "registry-test")
-    c = MlflowClient()
-    c.create_registered_model(NAME)
-    return c
+    return empty_registered_model(tmp_path, NAME, "registry-test")
 
 
 def new_version(client: MlflowClient, test_accuracy: float, test_hash: str = "h1") -> str:
