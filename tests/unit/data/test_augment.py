@@ -9,13 +9,12 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from dogbreeds.data import augment, metadata, split
 from dogbreeds.data.augment import AugmentSettings, AugmentStageSettings
 from dogbreeds.settings import SettingsError
 from support import fakedata
-from support.project import REPO
+from support.project import REMOVED, repo_params
 
 IDENTITY = dict(rotation=0.0, hflip=0.0, zoom=(1.0, 1.0), aspect=(1.0, 1.0), clahe=0.0)
 # The dataclass has no defaults: these are params.yaml's values but copies (2); tests change
@@ -83,7 +82,7 @@ def test_settings_from_params_ignore_unrelated_keys():
 
 
 def test_stage_settings_come_from_params_yaml_only():
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = repo_params()
     stage = AugmentStageSettings.from_params(params)
     assert stage.enabled is True and stage.output == Path("data/augmented")
     assert stage.images.copies == params["augment"]["copies"] == 1   # no dataclass default
@@ -94,16 +93,11 @@ def test_stage_settings_come_from_params_yaml_only():
     ("copies", "two", r"augment\.copies: expected an integer, got 'two'"),
     ("zoom", [0.8, "x"], r"augment\.zoom\[1\]: expected a number"),
     ("enabled", "no", r"augment\.enabled: expected true or false"),
-    ("jpeg_quality", None, r"missing augment\.jpeg_quality"),
+    ("jpeg_quality", REMOVED, r"missing augment\.jpeg_quality"),
 ])
 def test_a_bad_setting_names_its_key(key, bad, message):
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    if bad is None:
-        del params["augment"][key]
-    else:
-        params["augment"][key] = bad
     with pytest.raises(SettingsError, match=message):
-        AugmentStageSettings.from_params(params)
+        AugmentStageSettings.from_params(repo_params(f"augment.{key}", bad))
 
 
 def test_settings_validation_still_checks_ranges():

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from support import fakedata
 from dogbreeds.data import datasets
+from support import fakedata
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from dogbreeds.data.fetch import DownloadError, FetchOptions, NotFoundError
 from dogbreeds.data.verify import ChecksumError
 from dogbreeds.settings import SettingsError
 from support import fakedata
-from support.project import REPO, SAMPLE_DIR, relative_files
+from support.project import REMOVED, REPO, SAMPLE_DIR, relative_files, repo_params
 from support.servers import DirectoryServer, free_port
 
 ARCHIVES = ["images.tar", "annotation.tar", "lists.tar"]
@@ -68,7 +68,8 @@ def test_file_url_with_or_without_trailing_slash(fake_archives, tmp_path, traili
     report = run([url], tmp_path, fake_archives.checksums())
 
     assert report["found"] == ARCHIVES
-    assert report["archives"]["images.tar"]["url"] == fake_archives.archives.as_uri() + "/images.tar"
+    url = report["archives"]["images.tar"]["url"]
+    assert url == fake_archives.archives.as_uri() + "/images.tar"
     assert relative_files(tmp_path / "raw" / "Images") == relative_files(
         fake_archives.root / "Images")
 
@@ -228,7 +229,7 @@ def test_report_tags_and_metrics(fake_archives, tmp_path):
 
 
 def test_settings_from_params_yaml():
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = repo_params()
     settings = DownloadSettings.from_params(params)
     assert settings.base_urls == [params["download"]["base_url"], *params["download"]["mirrors"]]
     assert settings.archives == ("images.tar", "annotation.tar", "lists.tar")
@@ -242,23 +243,13 @@ def test_settings_from_params_yaml():
     ("verify", "yes", r"download\.verify: expected true or false"),
     ("archives", "images.tar", r"download\.archives: expected a list"),
     ("checksums", {"images.tar": 123}, r"download\.checksums\.images\.tar: expected a SHA-256"),
-    ("timeout", None, r"missing download\.timeout"),
+    ("timeout", REMOVED, r"missing download\.timeout"),
 ])
 def test_a_bad_setting_names_its_key(key, bad, message):
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    if bad is None:
-        del params["download"][key]
-    else:
-        params["download"][key] = bad
     with pytest.raises(SettingsError, match=message):
-        DownloadSettings.from_params(params)
-
-
-def test_raw_dir_comes_from_the_data_section():
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    del params["data"]["raw_dir"]
+        DownloadSettings.from_params(repo_params(f"download.{key}", bad))
     with pytest.raises(SettingsError, match=r"missing data\.raw_dir"):
-        DownloadSettings.from_params(params)
+        DownloadSettings.from_params(repo_params("data.raw_dir"))
 
 
 @pytest.mark.slow

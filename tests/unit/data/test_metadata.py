@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from dogbreeds.data import metadata, tables
 from dogbreeds.settings import SettingsError
 from support import fakedata
 from support.fakedata import CHIHUAHUA, write_bad_files
-from support.project import REPO
+from support.project import REMOVED, repo_params
 
 
 @pytest.fixture()
@@ -93,7 +92,7 @@ def test_scan_speed_is_thousands_of_files_per_second(tmp_path):
 
 
 def test_settings_from_params_yaml():
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = repo_params()
     settings = metadata.MetadataSettings.from_params(params)
     assert settings.breeds == tuple(params["data"]["breeds"])
     assert settings.raw_dir == Path("data/raw") and settings.output == Path("data/metadata")
@@ -107,14 +106,8 @@ def test_settings_from_params_yaml():
     ("data.breeds", ["beagle", 3], r"data\.breeds: \['beagle', 3\] matches none of"),
     ("build_metadata.sample_grid", 1.5, r"build_metadata\.sample_grid: expected an integer"),
     ("base.seed", "x", r"base\.seed: expected an integer"),
-    ("build_metadata.output", None, r"missing build_metadata\.output"),
+    ("build_metadata.output", REMOVED, r"missing build_metadata\.output"),
 ])
 def test_a_bad_setting_names_its_key(dotted, bad, message):
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    section, key = dotted.split(".")
-    if bad is None:
-        del params[section][key]
-    else:
-        params[section][key] = bad
     with pytest.raises(SettingsError, match=message):
-        metadata.MetadataSettings.from_params(params)
+        metadata.MetadataSettings.from_params(repo_params(dotted, bad))

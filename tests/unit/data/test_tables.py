@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from dogbreeds.data import tables
 from dogbreeds.settings import SettingsError
-from support.project import REPO
+from support.project import repo_params
 
 
 def test_table_round_trip_keeps_boxes_typed_even_when_all_empty(tmp_path):
@@ -34,7 +33,7 @@ def test_as_table_fills_the_contract_columns_with_stable_types():
 
 
 def test_table_path_follows_each_stage_output():
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = repo_params()
     root = Path("/project")
     assert tables.table_path(params, root, "build_metadata") == Path(
         "/project/data/metadata/images.parquet")
