@@ -43,7 +43,7 @@ NAME = "input_pipeline"
 def link_tree(df, name: str) -> Path:
     """A class-per-folder tree of symlinks to exactly ``df``'s files (for the Keras loader)."""
     root = SCRATCH / name
-    for path, breed in zip(df["path"], df["breed"]):
+    for path, breed in zip(df["path"], df["breed"], strict=True):
         link = root / breed / Path(path).name
         if not link.exists():
             link.parent.mkdir(parents=True, exist_ok=True)

@@ -84,7 +84,7 @@ def frames_fingerprint(*frames: pd.DataFrame, root: Path | None = None) -> str:
             paths = frame["path"].astype(str)
             sizes = ([Path(p).stat().st_size for p in resolve_paths(paths, root)]
                      if root is not None else [None] * len(frame))
-            yield json.dumps(sorted(zip(paths, frame["breed"].astype(str), sizes)))
+            yield json.dumps(sorted(zip(paths, frame["breed"].astype(str), sizes, strict=True)))
             yield "|"
 
     return digest(chunks(), 16)

@@ -144,7 +144,7 @@ class _Transient(Exception):
 
 
 def _fetch_http(url: str, part: Path, options: FetchOptions) -> None:
-    attempts = max(1, int(options.retries))
+    attempts = max(1, options.retries)
     last_error: Exception | None = None
     with requests.Session() as session:
         for attempt in range(1, attempts + 1):
