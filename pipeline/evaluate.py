@@ -17,10 +17,9 @@ import mlflow
 import pandas as pd
 
 from dogbreeds.data import tables
-from dogbreeds.models import evaluation
-from dogbreeds.tracking import registry
-from dogbreeds.tracking import store
 from dogbreeds.jsonfile import write_json
+from dogbreeds.models import evaluation
+from dogbreeds.tracking import registry, store
 from pipeline.common import load_params, project_root
 
 STAGE = "evaluate"
