@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import pandas as pd
 
+from dogbreeds.data import tables
 from dogbreeds.jsonfile import write_json
 from dogbreeds.models import comparison, evaluation
 from dogbreeds.tracking import lineage, registry, store
-from pipeline.common import load_params, project_root, table_path
+from pipeline.common import load_params, project_root
 
 STAGE = "evaluate"
 
@@ -39,7 +39,7 @@ def main() -> None:
     settings = evaluation.EvaluateSettings.from_params(params)
     registry_settings = registry.RegistrySettings.from_params(params)
     out = root / settings.output
-    test_df = evaluation.test_frame(pd.read_parquet(table_path(params, root, "augment")))
+    test_df = evaluation.test_frame(tables.read_stage_table(params, root, "augment"))
     models = evaluation.find_models(model_dirs(params, root))
     if not models:
         raise SystemExit("evaluate: no trained model found (models/<name>/card.json + model.keras)")

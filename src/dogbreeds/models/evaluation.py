@@ -12,7 +12,6 @@ pre-training (the dataset was built from ImageNet), which flatters their test ac
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -34,6 +33,7 @@ from sklearn.metrics import (
 
 from dogbreeds.data.datasets import split_rows
 from dogbreeds.jsonfile import write_json
+from dogbreeds.models.modeldir import ModelDir
 from dogbreeds.settings import SettingsError, from_section, section
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class TrainedModel:
 
     @property
     def model_file(self) -> Path:
-        return self.path / "model.keras"
+        return ModelDir(self.path).model_file
 
 
 @dataclass
@@ -104,20 +104,19 @@ def test_frame(df: pd.DataFrame) -> pd.DataFrame:
 def find_models(model_dirs: dict[str, Path]) -> list[TrainedModel]:
     """The trained models among ``{name: directory}``; missing ones are skipped with a warning.
 
-    A model counts as trained when its directory holds ``card.json`` and ``model.keras``;
-    ``metrics.json`` (training/validation numbers) is optional.
+    A model counts as trained when its directory holds ``card.json`` and ``model.keras``
+    (:meth:`~dogbreeds.models.modeldir.ModelDir.is_trained`); ``metrics.json``
+    (training/validation numbers) is optional.
     """
     found = []
     for name, path in model_dirs.items():
-        path = Path(path)
-        card_file, model_file = path / "card.json", path / "model.keras"
-        if not (card_file.is_file() and model_file.is_file()):
-            log.warning("model %r not found in %s (no card.json/model.keras): skipped", name, path)
+        folder = ModelDir(Path(path))
+        if not folder.is_trained():
+            log.warning("model %r not found in %s (no card.json/model.keras): skipped", name,
+                        folder.path)
             continue
-        card = json.loads(card_file.read_text(encoding="utf-8"))
-        metrics_file = path / "metrics.json"
-        metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() else {}
-        found.append(TrainedModel(name=name, path=path, card=card, train_metrics=metrics))
+        found.append(TrainedModel(name=name, path=folder.path, card=folder.read_card(),
+                                  train_metrics=folder.read_metrics()))
     return found
 
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import importlib.metadata
 import json
 import re
 import tempfile
@@ -48,13 +47,13 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
+from dogbreeds.requirements import SERVING_PACKAGES, pip_requirements  # noqa: F401 (re-exported)
+
 IMAGE_COLUMN = "image"
 DEFAULT_TOP_K = 5
 KERAS_ARTIFACT = "keras_model"
 CLASSES_ARTIFACT = "classes"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the whole dogbreeds package
-# What the served model imports; pins are taken from the project's own requirements.
-SERVING_PACKAGES = ("mlflow", "tensorflow-cpu", "keras", "numpy", "pandas", "h5py")
 
 _DATA_URI = re.compile(r"^data:[^,]*?;base64,", re.IGNORECASE)
 
@@ -206,24 +205,6 @@ def signature() -> ModelSignature:
         inputs=Schema([ColSpec("string", IMAGE_COLUMN)]),
         params=ParamSchema([ParamSpec("top_k", "long", DEFAULT_TOP_K)]),
     )
-
-
-def pip_requirements() -> list[str]:
-    """Pinned requirements for inference, from the project's pins (else installed versions)."""
-    pins: dict[str, str] = {}
-    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-        for req in importlib.metadata.requires("dogbreeds") or []:
-            match = re.match(r"^([A-Za-z0-9_.\-]+)\s*==\s*([^;\s]+)", req)
-            if match:
-                pins[match.group(1).lower()] = match.group(2)
-    reqs = []
-    for name in SERVING_PACKAGES:
-        version = pins.get(name)
-        if version is None:
-            with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-                version = importlib.metadata.version(name)
-        reqs.append(f"{name}=={version}" if version else name)
-    return reqs
 
 
 def example_jpeg(size: int = 32) -> bytes:

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from support import fakedata
 from support.project import REPO, SAMPLE_DIR, SHARED_WEIGHTS
+
 from dogbreeds.data import datasets
 from dogbreeds.tracking import store
 
