@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from dogbreeds.models import comparison
 from dogbreeds.tracking import store
 from support import tiny_models as tm
-from support.project import REPO, run_stage
+from support.project import REPO, repo_params, run_stage
 
 
 def make_stage_project(root: Path) -> None:
@@ -93,8 +93,7 @@ def test_evaluate_stage_reports_compares_and_registers(tmp_path):
 def test_a_wrong_registry_param_stops_the_stage_naming_the_key(tmp_path):
     shutil.copytree(REPO / "pipeline", tmp_path / "pipeline",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["registry"]["min_improvement"] = "a lot"
+    params = repo_params("registry.min_improvement", "a lot")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     proc = run_stage(tmp_path, "evaluate")
     assert proc.returncode != 0

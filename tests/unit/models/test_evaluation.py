@@ -7,12 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from dogbreeds.models import evaluation
 from dogbreeds.settings import SettingsError
 from support import tiny_models as tm
-from support.project import REPO
+from support.project import REMOVED, repo_params
 
 
 def test_classification_metrics_known_values():
@@ -65,29 +64,30 @@ def test_find_models_skips_missing_with_a_warning(tmp_path, caplog):
 
 
 def test_evaluate_settings_from_params():
-    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    params = repo_params()
     settings = evaluation.EvaluateSettings.from_params(params)
     assert settings.select_metric == params["evaluate"]["select_metric"]
     assert settings.batch_size == params["evaluate"]["batch_size"]
     assert settings.output == Path(params["evaluate"]["output"])
 
 
-@pytest.mark.parametrize("key, value, message", [
+# (key, value or REMOVED, what the error says): each names its dotted key.
+BAD_EVALUATE_PARAMS = [
     ("batch_size", "32", r"evaluate\.batch_size: expected an integer, got '32'"),
     ("batch_size", 0, r"evaluate\.batch_size must be at least 1"),
+    ("batch_size", REMOVED, r"missing evaluate\.batch_size"),  # no default in the code
     ("select_metric", "test_accuracy", r"evaluate\.select_metric must be a validation metric"),
     ("output", None, r"evaluate\.output: expected a path"),
-])
+]
+
+
+@pytest.mark.parametrize("key, value, message", BAD_EVALUATE_PARAMS)
 def test_evaluate_settings_name_the_bad_key(key, value, message):
-    section = {"select_metric": "val_accuracy", "batch_size": 32, "output": "reports",
-               key: value}
-    with pytest.raises(SettingsError, match=message):
-        evaluation.EvaluateSettings.from_params({"evaluate": section})
+    params = repo_params(f"evaluate.{key}", value)
+    with pytest.raises(SettingsError, match=r"^params\.yaml: " + message):
+        evaluation.EvaluateSettings.from_params(params)
 
 
-def test_evaluate_settings_have_no_defaults():
-    with pytest.raises(SettingsError, match=r"missing evaluate\.batch_size"):
-        evaluation.EvaluateSettings.from_params(
-            {"evaluate": {"select_metric": "val_accuracy", "output": "reports"}})
+def test_evaluate_settings_need_their_section():
     with pytest.raises(SettingsError, match=r"missing section 'evaluate'"):
         evaluation.EvaluateSettings.from_params({})

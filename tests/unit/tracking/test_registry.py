@@ -9,6 +9,7 @@ from mlflow.tracking import MlflowClient
 from dogbreeds.settings import SettingsError
 from dogbreeds.tracking import registry, store
 from support import tiny_models as tm
+from support.project import repo_params
 from support.tiny_registry import empty_registered_model
 
 NAME = "dogbreeds-test"
@@ -146,12 +147,11 @@ def test_register_and_promote_end_to_end(tmp_path, monkeypatch):
 
 
 def test_registry_settings_from_params():
-    settings = registry.RegistrySettings.from_params(
-        {"registry": {"model_name": "dogs", "min_improvement": 0}})
-    assert settings == registry.RegistrySettings("dogs", 0.0)
+    shipped = repo_params()["registry"]
+    settings = registry.RegistrySettings.from_params(repo_params("registry.min_improvement", 0))
+    assert settings == registry.RegistrySettings(shipped["model_name"], 0.0)
     assert isinstance(settings.min_improvement, float)
     with pytest.raises(SettingsError, match=r"missing registry\.min_improvement"):
-        registry.RegistrySettings.from_params({"registry": {"model_name": "dogs"}})
+        registry.RegistrySettings.from_params(repo_params("registry.min_improvement"))
     with pytest.raises(SettingsError, match=r"registry\.model_name: expected a string"):
-        registry.RegistrySettings.from_params(
-            {"registry": {"model_name": ["dogs"], "min_improvement": 0.01}})
+        registry.RegistrySettings.from_params(repo_params("registry.model_name", ["dogs"]))
