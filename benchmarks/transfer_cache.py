@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     warm_up(df, weights, size, batch)
     runs_a, runs_b = [], []
-    for repeat in range(args.repeats):   # alternate (a) and (b): load drifts hit both alike
+    for _ in range(args.repeats):   # alternate (a) and (b): load drifts hit both alike
         runs_a.append(cached_head(args, df, classes, weights, head_cfg, head_batch))
         if not args.skip_recompute:
             runs_b.append(recompute_every_epoch(args, train_df, val_df, classes, weights,

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from dogbreeds.profiles import apply_profile
 from support import fakedata
 from support.project import GIT_ENV, dvc_bin, make_project, run_stage, venv_env
-from dogbreeds.profiles import apply_profile
 from support.servers import DirectoryServer
 
 pytestmark = pytest.mark.slow

@@ -23,13 +23,13 @@ import numpy as np
 import pytest
 import requests
 from mlflow import MlflowClient
-from support import tiny_models
-from support.project import venv_env
-from support.servers import free_port
 
 from dogbreeds.data import datasets
 from dogbreeds.models import fit, record
 from dogbreeds.tracking import store
+from support import tiny_models
+from support.project import venv_env
+from support.servers import free_port
 
 pytestmark = pytest.mark.slow
 

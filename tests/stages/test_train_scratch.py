@@ -13,12 +13,12 @@ import mlflow
 import pandas as pd
 import pytest
 import yaml
-from support import fakedata
-from support.project import REPO, venv_env
-from support.tiny_cnn import TINY_BLOCKS
 
 from dogbreeds.models import fit
 from dogbreeds.tracking import store
+from support import fakedata
+from support.project import REPO, venv_env
+from support.tiny_cnn import TINY_BLOCKS
 
 # Determinism policy (README, "Reproducibility"): training metrics of a resumed run agree
 # with an uninterrupted one within this tolerance on CPU.

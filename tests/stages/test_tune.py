@@ -10,11 +10,11 @@ import sys
 import pandas as pd
 import pytest
 import yaml
+
+from dogbreeds.tracking import store
 from support import fakedata
 from support.project import make_project, venv_env
 from support.tune_data import SIZE, SPACE, dataset_table
-
-from dogbreeds.tracking import store
 
 
 @pytest.mark.slow
