@@ -2,14 +2,16 @@
 
 ``python -m pipeline.train_transfer mobilenetv2`` reads ``data/features/mobilenetv2/`` (and
 the images only when ``fine_tune_layers > 0``) and writes ``models/mobilenetv2/``; the saved
-model takes raw 0–255 images. Work state lives in ``checkpoints/<backbone>/``.
+model takes raw 0–255 images. Work state lives in ``checkpoints/<backbone>/``. With
+``base.distribute: multi_worker`` run it on every worker (docs/scaling.md); only the chief
+writes.
 """
 
 from __future__ import annotations
 
 from dogbreeds.data import datasets, tables
 from dogbreeds.models import features, fit, transfer
-from dogbreeds.models.distribute import make_strategy
+from dogbreeds.models.distribute import output_root
 from dogbreeds.tracking import store
 from pipeline.common import backbone_argument, load_params, project_root
 
@@ -23,10 +25,13 @@ def main(argv: list[str] | None = None) -> None:
     base = fit.BaseSettings.from_params(params)
     settings = transfer.TransferSettings.from_params(params, name)
 
-    with store.stage_run(STAGE, root,
-                         params={"base": params["base"], STAGE: params[STAGE], "backbone": name},
-                         experiment=base.experiment, run_name=f"{STAGE}@{name}",
-                         extra_tags={"backbone": name}):
+    strategy = base.make_strategy()
+    # Only the chief writes: other workers get a throwaway root (models, checkpoints, MLflow).
+    with output_root(root) as out_root, store.stage_run(
+            STAGE, out_root,
+            params={"base": params["base"], STAGE: params[STAGE], "backbone": name},
+            experiment=base.experiment, run_name=f"{STAGE}@{name}",
+            extra_tags={"backbone": name}):
         cache = features.load_feature_cache(root / settings.cache_dir)
         frames = None
         if settings.fine_tunes:
@@ -34,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
             train_df, val_df, _ = datasets.training_frames(df, settings.use_augmented)
             frames = (train_df, val_df)
         metrics = transfer.train_transfer(cache, settings, root=root, image_frames=frames,
-                                          strategy=make_strategy(base.distribute))
+                                          strategy=strategy, out_root=out_root)
         print(f"{STAGE}@{name}: val_accuracy {metrics['val_accuracy']:.3f} "
               f"(head {metrics['head_seconds']:.1f} s vs backbone pass "
               f"{metrics['backbone_pass_seconds']:.1f} s)")

@@ -13,7 +13,7 @@ import os
 from dogbreeds.data import datasets, tables
 from dogbreeds.jsonfile import write_json
 from dogbreeds.models import fit, record, tuners, tuning
-from dogbreeds.models.distribute import global_batch_size, make_strategy
+from dogbreeds.models.distribute import global_batch_size
 from dogbreeds.models.scratch import ScratchSettings
 from dogbreeds.tracking import store
 from pipeline.common import load_params, project_root
@@ -28,7 +28,7 @@ def main() -> None:
     settings = tuning.TuneSettings.from_params(params)
     scratch = ScratchSettings.from_params(params)
     fit.seed_everything(base.seed)
-    strategy = make_strategy(base.distribute)
+    strategy = base.make_strategy()
     # params give the per-replica batch; the global batch grows with the replicas.
     batch_size = global_batch_size(settings.batch_size, strategy)
 

@@ -7,18 +7,32 @@
 - ``multi_worker``: :class:`tf.distribute.MultiWorkerMirroredStrategy`, one process per
   worker, configured by the ``TF_CONFIG`` environment variable (docs/scaling.md).
 
+Multi-worker jobs fail instead of hanging: a worker that never joins ends every other one
+after ``join_timeout`` seconds, a worker that dies mid-training after ``heartbeat_timeout``
+seconds (TensorFlow's coordination service; the timeouts come from params ``base``). Only
+the chief writes (:func:`is_chief`, :func:`output_root`). Keras ``fit`` does not run under
+this strategy with the pinned Keras 3: :mod:`dogbreeds.models.multiworker` trains there.
+
 The batch size in params is per replica: the global batch grows with the replicas
 (:func:`global_batch_size`), so each device sees the batch it was tuned for.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Mapping
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
+from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+from tensorflow.python.distribute import multi_worker_util
+from tensorflow.python.eager import context
 
 STRATEGIES = ("none", "mirrored", "multi_worker")
 
@@ -43,8 +57,17 @@ def local_devices() -> list[str]:
     return [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
 
 
-def make_strategy(name: str | None) -> tf.distribute.Strategy:
+JOIN_TIMEOUT_EXIT = 75  # exit status of a worker whose cluster never formed (EX_TEMPFAIL)
+
+
+def make_strategy(name: str | None, *, join_timeout: float = 0,
+                  heartbeat_timeout: float = 0) -> tf.distribute.Strategy:
     """The strategy named by ``base.distribute``; build and compile models in its ``scope()``.
+
+    For ``multi_worker``, ``join_timeout`` bounds the wait for every worker of ``TF_CONFIG``
+    to start and ``heartbeat_timeout`` how long a silent (dead) peer goes unnoticed (0: wait
+    forever / TensorFlow's default). A worker that does not join in time ends this process
+    with exit status :data:`JOIN_TIMEOUT_EXIT` and a message on stderr.
 
     Raises:
         ValueError: for an unknown name, or ``multi_worker`` without a valid ``TF_CONFIG``.
@@ -60,8 +83,61 @@ def make_strategy(name: str | None) -> tf.distribute.Strategy:
         if not worker.get("cluster", {}).get("worker") or "task" not in worker:
             raise ValueError("multi_worker needs TF_CONFIG with cluster.worker and task "
                              "(see docs/scaling.md)")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        configure_coordination(worker, heartbeat_timeout)
+        # A missing worker blocks inside TensorFlow's C++ (no timeout reaches it, measured):
+        # a watchdog ends the process with a clear message instead of a hang.
+        workers = ", ".join(worker["cluster"].get("chief", []) + worker["cluster"]["worker"])
+        watchdog = exit_after(join_timeout, JOIN_TIMEOUT_EXIT,
+                              f"multi_worker: the cluster ({workers}) did not form within "
+                              f"{join_timeout:g} s (base.join_timeout_seconds): is every "
+                              "worker of TF_CONFIG started and reachable?")
+        try:
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+            join_cluster(strategy)
+        finally:
+            watchdog.cancel()
+        return strategy
     raise ValueError(f"unknown distribute strategy {name!r}: {' | '.join(STRATEGIES)}")
+
+
+def join_cluster(strategy: tf.distribute.Strategy) -> float:
+    """One all-reduce across every worker; the number of replicas that answered.
+
+    The cluster forms lazily: this first collective is what waits for every worker.
+    """
+    one = strategy.run(lambda: tf.constant(1.0))
+    return float(strategy.reduce("SUM", one, axis=None))
+
+
+def exit_after(seconds: float, status: int, message: str) -> threading.Timer:
+    """A started watchdog that prints ``message`` to stderr and ends the process with
+    ``status`` after ``seconds`` (0: never), unless cancelled first."""
+    def abort() -> None:
+        print(message, file=sys.stderr, flush=True)
+        os._exit(status)
+
+    timer = threading.Timer(float(seconds), abort)
+    timer.daemon = True
+    if seconds:
+        timer.start()
+    return timer
+
+
+def configure_coordination(config: Mapping[str, Any], heartbeat_timeout: float) -> None:
+    """Start TensorFlow's coordination service with our heartbeat timeout (before the
+    strategy): a peer silent that long fails every collective with ``UnavailableError``.
+
+    ``MultiWorkerMirroredStrategy`` configures the same service with no timeouts when none is
+    configured; the public API has no way to pass them, hence the ``context`` call.
+    """
+    cluster = tf.train.ClusterSpec(config["cluster"])
+    jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=cluster.num_tasks(job))
+            for job in ("chief", "worker") if job in cluster.jobs]
+    context.context().configure_coordination_service(
+        service_type="standalone",
+        service_leader=multi_worker_util.coordination_leader(cluster),
+        coordinated_jobs=jobs,
+        heartbeat_timeout_in_ms=int(heartbeat_timeout * 1000))
 
 
 def global_batch_size(per_replica: int, strategy: tf.distribute.Strategy) -> int:
@@ -90,3 +166,30 @@ def is_chief(environ: Mapping[str, str] | None = None) -> bool:
         return True
     has_chief = bool(config.get("cluster", {}).get("chief"))
     return task.get("type") == "worker" and int(task.get("index", 0)) == 0 and not has_chief
+
+
+@contextlib.contextmanager
+def output_root(root: Path, environ: Mapping[str, str] | None = None) -> Iterator[Path]:
+    """Where this process writes its outputs and MLflow runs.
+
+    The chief gets the project ``root``. Any other worker runs the same code (TensorFlow's
+    convention: every worker saves, so they stay in step) into a temporary directory, with
+    its own throwaway SQLite MLflow store there, removed when the stage ends: model files,
+    ``card.json``, ``metrics.json``, DVC outputs and MLflow runs come from the chief only.
+    """
+    if is_chief(environ):
+        yield Path(root)
+        return
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved = {key: os.environ.get(key) for key in keys}
+    with tempfile.TemporaryDirectory(prefix="dogbreeds-worker-") as tmp:
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(tmp).as_posix()}/mlflow.db"
+        os.environ.pop("MLFLOW_REGISTRY_URI", None)
+        try:
+            yield Path(tmp)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value

@@ -21,8 +21,10 @@ import keras
 import mlflow
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
 from dogbreeds.hashing import fingerprint
+from dogbreeds.models.distribute import make_strategy
 from dogbreeds.settings import from_section, section
 
 EPOCH_LOG = "epochs.csv"
@@ -44,15 +46,26 @@ class BaseSettings:
         experiment: the MLflow experiment of every stage's run.
         distribute: the ``tf.distribute`` strategy name
             (:func:`dogbreeds.models.distribute.make_strategy`).
+        join_timeout_seconds: ``multi_worker``: how long every worker waits for the others
+            to start before it gives up.
+        heartbeat_timeout_seconds: ``multi_worker``: how long a dead worker goes unnoticed
+            before the job fails.
     """
 
     seed: int
     experiment: str
     distribute: str
+    join_timeout_seconds: float
+    heartbeat_timeout_seconds: float
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> BaseSettings:
         return from_section(cls, section(params, "base"), "base")
+
+    def make_strategy(self) -> tf.distribute.Strategy:
+        """The ``tf.distribute`` strategy these settings name, with their timeouts."""
+        return make_strategy(self.distribute, join_timeout=self.join_timeout_seconds,
+                             heartbeat_timeout=self.heartbeat_timeout_seconds)
 
 
 def seed_everything(seed: int) -> None:

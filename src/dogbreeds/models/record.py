@@ -1,7 +1,7 @@
 """Recording a trained model: the model folder (:class:`~dogbreeds.models.modeldir.ModelDir`)
 and the MLflow run's metrics, curves, summary and logged model.
 
-:func:`fit_and_record` = :func:`dogbreeds.models.fit.fit_resumable` + :func:`record_model`.
+:func:`fit_and_record` = :func:`dogbreeds.models.multiworker.fit_model` + :func:`record_model`.
 Stages that train in several phases (:mod:`dogbreeds.models.transfer`) call the two halves
 themselves.
 """
@@ -17,8 +17,9 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
-from dogbreeds.models.fit import best_row, fit_resumable
+from dogbreeds.models.fit import best_row
 from dogbreeds.models.modeldir import ModelDir
+from dogbreeds.models.multiworker import fit_model
 from dogbreeds.requirements import pip_requirements
 from dogbreeds.tracking.figures import training_curves
 
@@ -108,18 +109,21 @@ def fit_and_record(model: keras.Model, train_ds, val_ds, *, name: str, kind: str
                    n_train_images: int, early_stopping_patience: int, work_dir: Path,
                    backbone: str | None = None, log_model: bool = True,
                    extra_metrics: dict | None = None, data_key: str = "",
-                   verbose: int = 2) -> dict:
+                   strategy=None, verbose: int = 2) -> dict:
     """Train ``model`` (resumably) and record it: files in ``out_dir`` + the MLflow run.
 
     Must run inside an active MLflow run (:func:`dogbreeds.tracking.store.stage_run`). See
     :func:`fit_resumable` for the callbacks and :func:`record_model` for what is written.
+    Under a multi-worker ``strategy`` every worker trains together
+    (:func:`dogbreeds.models.multiworker.fit_multi_worker`) and records (give non-chief
+    workers a throwaway ``out_dir``: :func:`dogbreeds.models.distribute.output_root`).
 
     Returns:
         The metrics dict also written to ``out_dir/metrics.json``.
     """
-    result = fit_resumable(model, train_ds, val_ds, epochs=epochs, work_dir=work_dir,
-                           early_stopping_patience=early_stopping_patience, data_key=data_key,
-                           verbose=verbose)
+    result = fit_model(model, train_ds, val_ds, strategy=strategy, epochs=epochs,
+                       work_dir=work_dir, early_stopping_patience=early_stopping_patience,
+                       data_key=data_key, verbose=verbose)
     images_per_second = n_train_images * result.epochs_run / max(result.seconds, 1e-9)
     return record_model(
         model, result.history, name=name, kind=kind, out_dir=out_dir, classes=classes,

@@ -25,7 +25,8 @@ from dogbreeds.models.builders import (
 )
 from dogbreeds.models.distribute import global_batch_size
 from dogbreeds.models.features import FeatureCache
-from dogbreeds.models.fit import CHECKPOINTS, BaseSettings, fit_resumable, seed_everything
+from dogbreeds.models.fit import CHECKPOINTS, BaseSettings, seed_everything
+from dogbreeds.models.multiworker import fit_model
 from dogbreeds.models.record import record_model
 from dogbreeds.settings import from_section, section
 
@@ -86,7 +87,7 @@ class TransferSettings:
 def train_transfer(cache: FeatureCache, settings: TransferSettings, *, root: Path = Path("."),
                    image_frames: tuple[pd.DataFrame, pd.DataFrame] | None = None,
                    log_model: bool = True, strategy: tf.distribute.Strategy | None = None,
-                   verbose: int = 2) -> dict:
+                   out_root: Path | None = None, verbose: int = 2) -> dict:
     """Transfer learning in two phases, recorded like every model (see :func:`record_model`).
 
     Phase ``head``: the head trains on the cached features only (never touching the
@@ -99,19 +100,23 @@ def train_transfer(cache: FeatureCache, settings: TransferSettings, *, root: Pat
     A killed run resumes: the head phase is redone (seconds), then fine-tuning continues
     from its backup.
 
-    The model folder is ``root / settings.model_dir``, the work state
-    ``root / settings.checkpoint_dir``.
+    The model folder is ``out_root / settings.model_dir``, the work state
+    ``out_root / settings.checkpoint_dir`` (``out_root`` defaults to ``root``; a non-chief
+    worker passes a throwaway one, :func:`dogbreeds.models.distribute.output_root`).
 
     Args:
         root: the project root (image paths of ``image_frames`` are relative to it).
         image_frames: ``(train_df, val_df)`` of images, needed only for fine-tuning.
-        strategy: the ``tf.distribute`` strategy; batch sizes grow with its replicas.
+        strategy: the ``tf.distribute`` strategy; batch sizes grow with its replicas. Under
+            ``multi_worker`` both phases train with
+            :func:`dogbreeds.models.multiworker.fit_multi_worker`.
     """
     s = settings
     strategy = strategy or tf.distribute.get_strategy()
     classes = list(cache.meta["classes"])
     image_size = int(cache.meta["image_size"])
-    out_dir, work_dir = Path(root) / s.model_dir, Path(root) / s.checkpoint_dir
+    out_root = Path(root) if out_root is None else Path(out_root)
+    out_dir, work_dir = out_root / s.model_dir, out_root / s.checkpoint_dir
     batch_size = global_batch_size(s.batch_size, strategy)
     head_batch_size = global_batch_size(s.head_batch_size, strategy)
     seed, name = s.seed, s.backbone
@@ -125,9 +130,9 @@ def train_transfer(cache: FeatureCache, settings: TransferSettings, *, root: Pat
     val_ds = array_dataset(cache.features["val"], cache.labels("val"), head_batch_size)
     # Not backed up: the feature cache is the head's checkpoint, and redoing the head costs
     # less than writing a backup every epoch (~0.1 s each: a third of the head's time).
-    head_fit = fit_resumable(head, train_ds, val_ds, epochs=s.epochs, work_dir=work_dir / "head",
-                             early_stopping_patience=s.early_stopping_patience, phase="head",
-                             resumable=False, verbose=verbose)
+    head_fit = fit_model(head, train_ds, val_ds, strategy=strategy, epochs=s.epochs,
+                         work_dir=work_dir / "head", phase="head", resumable=False,
+                         early_stopping_patience=s.early_stopping_patience, verbose=verbose)
     with strategy.scope():
         model = build_transfer_model(name, cache.backbone_weights, image_size, head,
                                      pooling=s.pooling, learning_rate=s.learning_rate)
@@ -145,12 +150,12 @@ def train_transfer(cache: FeatureCache, settings: TransferSettings, *, root: Pat
         with strategy.scope():
             unfreeze_top(find_backbone(model), s.fine_tune_layers)
             compile_classifier(model, s.fine_tune_learning_rate, len(classes))
-        tune_fit = fit_resumable(
+        tune_fit = fit_model(
             model,
             make_dataset(train_df, classes, image_size, batch_size, shuffle=True, seed=seed,
                          root=root),
             make_dataset(val_df, classes, image_size, batch_size, root=root),
-            epochs=s.fine_tune_epochs, work_dir=work_dir / "fine_tune",
+            strategy=strategy, epochs=s.fine_tune_epochs, work_dir=work_dir / "fine_tune",
             early_stopping_patience=s.early_stopping_patience, offset=len(head_fit.history),
             phase="fine_tune", verbose=verbose,
             # Same feature cache (so the same head data) and the same images, or start afresh.
