@@ -142,13 +142,17 @@ def cache_frames(df: pd.DataFrame, use_augmented: bool) -> pd.DataFrame:
 
 def compute_feature_cache(df: pd.DataFrame, classes: list[str], backbone_name: str, weights,
                           image_size: int, pooling: str, batch_size: int, root: Path,
-                          use_augmented: bool = False
+                          use_augmented: bool = False, shard: slice | None = None
                           ) -> tuple[dict[str, np.ndarray], pd.DataFrame, dict, keras.Model]:
     """Run the backbone once over the dataset; return (features by split, index, meta, extractor).
 
     One pass over all rows (not one per split) so the timing is one clean measurement.
+    ``shard`` computes only those rows (:mod:`dogbreeds.models.shards`); the fingerprint
+    still covers the whole input.
     """
-    rows = cache_frames(df, use_augmented)
+    rows = all_rows = cache_frames(df, use_augmented)
+    if shard is not None:
+        rows = all_rows.iloc[shard].reset_index(drop=True)
     index = rows[["path", "breed", "split", "origin"]].copy()
     index["label"] = labels_for(rows, classes)
     index = index[INDEX_COLUMNS]
@@ -167,7 +171,7 @@ def compute_feature_cache(df: pd.DataFrame, classes: list[str], backbone_name: s
         "n_by_split": {s: int(len(by_split[s])) for s in SPLITS},
         "seconds": round(seconds, 3),
         "images_per_second": round(len(rows) / max(seconds, 1e-9), 3),
-        "fingerprint": input_fingerprint(rows, root, settings),
+        "fingerprint": input_fingerprint(all_rows, root, settings),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     return by_split, index, meta, extractor

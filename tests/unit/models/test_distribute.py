@@ -3,7 +3,8 @@
 ``mirrored``: the CPU is split into 2 logical devices in a subprocess (the split must happen
 before TensorFlow initialises, and must not leak into this test process), and the project's
 resumable fit trains under MirroredStrategy with 2 replicas. ``multi_worker``: two worker
-processes on 127.0.0.1, configured by TF_CONFIG, train one epoch together.
+processes on 127.0.0.1, configured by TF_CONFIG, train together
+(:mod:`dogbreeds.models.multiworker`); a worker that never joins is a timeout.
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
+from support.cluster import tf_configs, wait_all
 from support.project import REPO, venv_env
-from support.servers import free_ports
 
 from dogbreeds.models import distribute
 
@@ -124,12 +124,13 @@ def test_mirrored_trains_on_two_logical_cpus(tmp_path):
 
 
 MULTI_WORKER = """
-    import json, numpy as np
+    import json, os, numpy as np
     from dogbreeds.models import distribute
-    strategy = distribute.make_strategy("multi_worker")
+    strategy = distribute.make_strategy("multi_worker", join_timeout=60, heartbeat_timeout=10)
     import keras
     from support import tiny_models
     import tensorflow as tf
+    from dogbreeds.models import multiworker
 
     index = distribute.tf_config()["task"]["index"]
     # The cluster formed: a collective all-reduce across both processes (1 + 2).
@@ -144,61 +145,55 @@ MULTI_WORKER = """
     with strategy.scope():
         inputs = keras.Input((32, 32, 3))
         h = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
+        h = keras.layers.Dropout(0.1)(h)
         model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(h))
         model.compile(optimizer=keras.optimizers.SGD(0.1),
                       loss="sparse_categorical_crossentropy")
-    fit_error = None
-    try:
-        model.fit(ds, epochs=1, verbose=0)
-    except (TypeError, ValueError) as exc:  # keras-team/keras#20585 (see the test)
-        fit_error = str(exc)[-200:]
+    result = multiworker.fit_multi_worker(model, ds, ds, strategy=strategy, epochs=2,
+                                          early_stopping_patience=5, log_epochs=False)
     print(json.dumps({
         "replicas": strategy.num_replicas_in_sync, "global_batch": batch,
-        "chief": distribute.is_chief(), "all_reduce": float(total), "fit_error": fit_error,
+        "chief": distribute.is_chief(), "all_reduce": float(total),
+        "history": result.history.to_dict("list"),
         "weights": [float(w.numpy().sum()) for w in model.trainable_variables],
     }))
 """
 
 
+def start_worker(script: Path, tf_config: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(script)], cwd=script.parent, text=True,
+                            env=venv_env(PYTHONPATH=str(REPO / "tests"), TF_CONFIG=tf_config),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
 @pytest.mark.slow
 def test_multi_worker_two_processes_on_localhost(tmp_path):
-    workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent(MULTI_WORKER))
-    procs = []
-    for index in range(2):
-        tf_config = json.dumps({"cluster": {"worker": workers},
-                                "task": {"type": "worker", "index": index}})
-        procs.append(subprocess.Popen(
-            [sys.executable, str(script)], cwd=tmp_path, text=True,
-            env=venv_env(PYTHONPATH=str(REPO / "tests"), TF_CONFIG=tf_config),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE))
-    deadline = time.monotonic() + 120
-    outputs = []
-    try:
-        for proc in procs:
-            try:
-                outputs.append(proc.communicate(timeout=max(1, deadline - time.monotonic())))
-            except subprocess.TimeoutExpired:
-                pytest.skip("two-worker MultiWorkerMirroredStrategy did not finish within "
-                            "120 s on this machine")
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    for proc, (out, err) in zip(procs, outputs):
-        assert proc.returncode == 0, err[-3000:]
-    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    done = wait_all([start_worker(script, config) for config in tf_configs(2)], timeout=240)
+    for worker in done:
+        assert worker.returncode == 0, worker.stderr[-3000:]
+    results = [json.loads(w.stdout.strip().splitlines()[-1]) for w in done]
     assert [r["replicas"] for r in results] == [2, 2]
     assert [r["global_batch"] for r in results] == [8, 8]
     assert [r["chief"] for r in results] == [True, False]
     assert [r["all_reduce"] for r in results] == [3.0, 3.0]
-    if any(r["fit_error"] for r in results):
-        # Keras 3's fit reduces a PerReplica batch that MultiWorkerMirroredStrategy cannot
-        # (open upstream: keras-team/keras#20585, tensorflow/tensorflow#72388).
-        assert all("PerReplica" in (r["fit_error"] or "") for r in results), results
-        pytest.xfail("the cluster forms and all-reduces over TF_CONFIG, but Keras 3's fit "
-                     "under MultiWorkerMirroredStrategy fails upstream (keras-team/keras#20585)")
-    # All-reduce keeps both workers' weights identical after training together.
+    history = results[0]["history"]
+    assert history["epoch"] == [1, 2] and history["loss"][1] < history["loss"][0]
+    assert set(history) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy"}
+    # Every worker sees the same all-reduced metrics and ends with the same weights.
+    assert results[1]["history"] == results[0]["history"]
     assert results[0]["weights"] == pytest.approx(results[1]["weights"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_a_worker_that_never_joins_is_a_timeout_not_a_hang(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent(MULTI_WORKER.replace("join_timeout=60",
+                                                           "join_timeout=8")))
+    alone = tf_configs(2)[0]  # worker 1 of the cluster is never started
+    [worker] = wait_all([start_worker(script, alone)], timeout=120)
+    assert worker.returncode == distribute.JOIN_TIMEOUT_EXIT
+    assert "did not form within 8 s" in worker.stderr
+    assert "is every worker of TF_CONFIG started" in worker.stderr
+    assert worker.seconds < 90  # TensorFlow alone would wait for an hour
