@@ -23,8 +23,8 @@ import contextlib
 import json
 import os
 import sys
+import subprocess
 import tempfile
-import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -57,17 +57,14 @@ def local_devices() -> list[str]:
     return [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
 
 
-JOIN_TIMEOUT_EXIT = 75  # exit status of a worker whose cluster never formed (EX_TEMPFAIL)
-
-
 def make_strategy(name: str | None, *, join_timeout: float = 0,
                   heartbeat_timeout: float = 0) -> tf.distribute.Strategy:
     """The strategy named by ``base.distribute``; build and compile models in its ``scope()``.
 
     For ``multi_worker``, ``join_timeout`` bounds the wait for every worker of ``TF_CONFIG``
     to start and ``heartbeat_timeout`` how long a silent (dead) peer goes unnoticed (0: wait
-    forever / TensorFlow's default). A worker that does not join in time ends this process
-    with exit status :data:`JOIN_TIMEOUT_EXIT` and a message on stderr.
+    forever / TensorFlow's default). When a worker does not join in time, this process is
+    killed (SIGKILL, by a :class:`Watchdog`) after a message on stderr.
 
     Raises:
         ValueError: for an unknown name, or ``multi_worker`` without a valid ``TF_CONFIG``.
@@ -87,10 +84,10 @@ def make_strategy(name: str | None, *, join_timeout: float = 0,
         # A missing worker blocks inside TensorFlow's C++ (no timeout reaches it, measured):
         # a watchdog ends the process with a clear message instead of a hang.
         workers = ", ".join(worker["cluster"].get("chief", []) + worker["cluster"]["worker"])
-        watchdog = exit_after(join_timeout, JOIN_TIMEOUT_EXIT,
-                              f"multi_worker: the cluster ({workers}) did not form within "
-                              f"{join_timeout:g} s (base.join_timeout_seconds): is every "
-                              "worker of TF_CONFIG started and reachable?")
+        watchdog = Watchdog(join_timeout,
+                            f"multi_worker: the cluster ({workers}) did not form within "
+                            f"{join_timeout:g} s (base.join_timeout_seconds): is every worker "
+                            "of TF_CONFIG started and reachable? Stopping this worker.")
         try:
             strategy = tf.distribute.MultiWorkerMirroredStrategy()
             join_cluster(strategy)
@@ -109,18 +106,34 @@ def join_cluster(strategy: tf.distribute.Strategy) -> float:
     return float(strategy.reduce("SUM", one, axis=None))
 
 
-def exit_after(seconds: float, status: int, message: str) -> threading.Timer:
-    """A started watchdog that prints ``message`` to stderr and ends the process with
-    ``status`` after ``seconds`` (0: never), unless cancelled first."""
-    def abort() -> None:
-        print(message, file=sys.stderr, flush=True)
-        os._exit(status)
+_WATCHDOG = """
+import os, select, signal, sys
+pid, seconds, message = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+if not select.select([sys.stdin], [], [], seconds)[0]:  # not cancelled (stdin closed) in time
+    sys.stderr.write(message + "\\n")
+    sys.stderr.flush()
+    os.kill(pid, signal.SIGKILL)
+"""
 
-    timer = threading.Timer(float(seconds), abort)
-    timer.daemon = True
-    if seconds:
-        timer.start()
-    return timer
+
+class Watchdog:
+    """Kills this process after ``seconds`` with ``message`` on stderr, unless cancelled.
+
+    A separate process, not a thread: TensorFlow may block in C++ without releasing the GIL
+    while it waits for a worker (measured: a ``threading.Timer`` never fired).
+    """
+
+    def __init__(self, seconds: float, message: str):
+        self.proc = None
+        if seconds:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(seconds), message],
+                stdin=subprocess.PIPE)
+
+    def cancel(self) -> None:
+        if self.proc is not None:
+            self.proc.stdin.close()
+            self.proc.wait()
 
 
 def configure_coordination(config: Mapping[str, Any], heartbeat_timeout: float) -> None:
