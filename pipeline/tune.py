@@ -4,15 +4,17 @@ Reads ``data/augmented/dataset.parquet``; writes ``models/scratch_tuned/`` (the 
 the shared contract plus ``best_hyperparameters.json``). keras-tuner's state lives in
 ``checkpoints/tune/<project>`` (not a DVC output): rerunning after a kill resumes the
 finished trials; a changed search configuration gets a new project.
+
+Distributed search (keras-tuner's ``KERASTUNER_*`` variables, docs/scaling.md): the chief runs
+the oracle, opens the stage's one MLflow run and writes the outputs; each worker runs trials,
+each a nested run under the chief's, and writes nothing else.
 """
 
 from __future__ import annotations
 
-import os
-
 from dogbreeds.data import datasets, tables
 from dogbreeds.jsonfile import write_json
-from dogbreeds.models import fit, record, tuners, tuning
+from dogbreeds.models import fit, record, tuners, tuning, tuning_cluster
 from dogbreeds.models.distribute import global_batch_size
 from dogbreeds.models.scratch import ScratchSettings
 from dogbreeds.tracking import store
@@ -32,28 +34,35 @@ def main() -> None:
     # params give the per-replica batch; the global batch grows with the replicas.
     batch_size = global_batch_size(settings.batch_size, strategy)
 
+    df = tables.read_stage_table(params, root, "augment")
+    classes, train_df, val_df, train_ds, val_ds = datasets.train_val_datasets(
+        df, scratch.image_size, batch_size, use_augmented=scratch.use_augmented,
+        seed=base.seed, root=root)
+    data_key = datasets.frames_fingerprint(train_df, val_df, root=root)
+    hypermodel = tuning.ScratchCNNHyperModel(
+        settings.search_space, len(classes), scratch.image_size, pooling=scratch.pooling,
+        augmentation=scratch.online_augmentation, seed=base.seed)
+    project = settings.project(scratch, batch_size=batch_size, classes=classes,
+                               data_key=data_key)
+    tuner = tuners.make_tuner(
+        settings.algorithm, hypermodel, max_trials=settings.max_trials,
+        epochs=settings.epochs, seed=base.seed, directory=root / settings.tuner_dir,
+        project=project, strategy=strategy)
+    if tuning_cluster.is_worker():
+        # A distributed-tuning worker: trials only, nested under the chief's run; the chief
+        # retrains the best and writes every output.
+        experiment_id = store.configure(root, base.experiment)
+        parent = tuning_cluster.chief_run_id(experiment_id, project,
+                                             timeout=base.join_timeout_seconds)
+        tuning_cluster.run_worker(tuner, train_ds, val_ds, epochs=settings.epochs,
+                                  parent_run_id=parent)
+        return
+
     with store.stage_run(STAGE, root, params={"base": params["base"], "tune": params["tune"],
                                               "train_scratch": params["train_scratch"]},
-                         experiment=base.experiment):
-        df = tables.read_stage_table(params, root, "augment")
-        classes, train_df, val_df, train_ds, val_ds = datasets.train_val_datasets(
-            df, scratch.image_size, batch_size, use_augmented=scratch.use_augmented,
-            seed=base.seed, root=root)
-        data_key = datasets.frames_fingerprint(train_df, val_df, root=root)
-
-        hypermodel = tuning.ScratchCNNHyperModel(
-            settings.search_space, len(classes), scratch.image_size, pooling=scratch.pooling,
-            augmentation=scratch.online_augmentation, seed=base.seed)
-        project = settings.project(scratch, batch_size=batch_size, classes=classes,
-                                   data_key=data_key)
-        tuner = tuners.make_tuner(
-            settings.algorithm, hypermodel, max_trials=settings.max_trials,
-            epochs=settings.epochs, seed=base.seed, directory=root / settings.tuner_dir,
-            project=project, strategy=strategy)
-
+                         experiment=base.experiment,
+                         extra_tags=tuning_cluster.chief_tags(project)):
         result = tuners.run_search(tuner, train_ds, val_ds, epochs=settings.epochs)
-        if os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief":
-            return  # a distributed-tuning worker: the chief retrains and writes the outputs
         best = tuners.best_hyperparameters_record(
             result, algorithm=settings.algorithm, project=project, fixed=scratch.fixed)
         out_dir = root / settings.output

@@ -22,6 +22,7 @@ import keras
 import keras_tuner as kt
 import mlflow
 import pandas as pd
+from keras_tuner.src.distribute import utils as dist_utils
 
 from dogbreeds.jsonfile import write_json
 from dogbreeds.models.tuning import TUNER_PREFIX, architecture_from_values
@@ -44,10 +45,14 @@ class _MlflowTrials:
     included, so each trial (also one continuing another's weights) gets its own run.
     """
 
+    # A distributed-tuning worker has no stage run of its own: its trials nest under the
+    # chief's (:func:`dogbreeds.models.tuning_cluster.chief_run_id`).
+    parent_run_id: str | None = None
+
     def on_trial_begin(self, trial) -> None:
         super().on_trial_begin(trial)
         run = mlflow.start_run(
-            run_name=f"trial-{trial.trial_id}", nested=True,
+            run_name=f"trial-{trial.trial_id}", nested=True, parent_run_id=self.parent_run_id,
             tags={"dogbreeds.stage": "tune", "keras_tuner.trial_id": str(trial.trial_id),
                   "keras_tuner.project": self.project_name},
         )
@@ -81,9 +86,21 @@ class _MlflowTrials:
             mlflow.end_run(status="FAILED" if failed else "FINISHED")
 
     def trial_runs(self) -> dict[str, str]:
-        """Trial id → nested MLflow run id, for every trial of the project (resumed ones too)."""
+        """Trial id → nested MLflow run id, for every trial of the project (resumed ones too).
+
+        Trials run by distributed-tuning workers (other processes or machines) are found in
+        MLflow by their tags.
+        """
         path = Path(self.project_dir) / _RUNS_FILE
-        return json.loads(path.read_text()) if path.exists() else {}
+        runs = json.loads(path.read_text()) if path.exists() else {}
+        active = mlflow.active_run()
+        if active is not None and dist_utils.has_chief_oracle():
+            for run in mlflow.search_runs(
+                    [active.info.experiment_id], output_format="list",
+                    filter_string=f"tags.`keras_tuner.project` = '{self.project_name}' "
+                                  f"and tags.`mlflow.parentRunId` = '{active.info.run_id}'"):
+                runs.setdefault(run.data.tags["keras_tuner.trial_id"], run.info.run_id)
+        return runs
 
 
 class RandomSearch(_MlflowTrials, kt.RandomSearch):
@@ -157,6 +174,7 @@ def run_search(tuner: kt.Tuner, train_ds: Any, val_ds: Any, *, epochs: int,
     """Run (or resume) the search and return its best configuration.
 
     Must run inside an active MLflow run (the stage's): each trial becomes a nested run.
+    (A distributed-tuning worker calls :func:`dogbreeds.models.tuning_cluster.run_worker`.)
 
     Raises:
         RuntimeError: when no trial completed — keras-tuner swallows trial errors and would
