@@ -51,6 +51,7 @@ def main() -> None:
     if tuning_cluster.is_worker():
         # A distributed-tuning worker: trials only, nested under the chief's run; the chief
         # retrains the best and writes every output.
+        tuning_cluster.wait_for_oracle(timeout=base.join_timeout_seconds)
         experiment_id = store.configure(root, base.experiment)
         parent = tuning_cluster.chief_run_id(experiment_id, project,
                                              timeout=base.join_timeout_seconds)

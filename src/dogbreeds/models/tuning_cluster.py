@@ -9,6 +9,8 @@ under it, so the stage has one run with one nested run per trial, whoever ran it
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from typing import Any
 
@@ -23,6 +25,29 @@ def is_worker() -> bool:
     """Whether this process is a distributed keras-tuner worker (``KERASTUNER_TUNER_ID`` not
     ``chief``, with a chief oracle): it runs trials and writes nothing else."""
     return dist_utils.has_chief_oracle() and not dist_utils.is_chief_oracle()
+
+
+def wait_for_oracle(timeout: float, poll: float = 0.5) -> None:
+    """Wait until the chief's oracle accepts connections (``KERASTUNER_ORACLE_IP``/``_PORT``).
+
+    The chief serves the oracle only once its stage run is open, so a worker that waits here
+    never races the chief creating the tracking store (concurrent SQLite migrations fail).
+
+    Raises:
+        TimeoutError: the oracle did not answer within ``timeout`` s.
+    """
+    address = (os.environ["KERASTUNER_ORACLE_IP"], int(os.environ["KERASTUNER_ORACLE_PORT"]))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(address, timeout=poll).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the tuning chief's oracle at {address[0]}:{address[1]} "
+                                   f"did not answer within {timeout:g} s: start the chief "
+                                   "(KERASTUNER_TUNER_ID=chief) first") from None
+            time.sleep(poll)
 
 
 def chief_tags(project: str) -> dict[str, str]:
