@@ -9,25 +9,16 @@ import sys
 
 import pandas as pd
 import pytest
-import yaml
 
 from dogbreeds.tracking import store
 from support import fakedata
 from support.project import make_project, venv_env
-from support.tune_data import SIZE, SPACE, dataset_table
+from support.tune_data import SIZE, tune_project
 
 
 @pytest.mark.slow
 def test_tune_stage_end_to_end(tmp_path):
-    project = make_project(tmp_path / "proj")
-    df = dataset_table(project)
-    (project / "data" / "augmented").mkdir(parents=True)
-    df.to_parquet(project / "data" / "augmented" / "dataset.parquet")
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["train_scratch"].update(image_size=SIZE, early_stopping_patience=2)
-    params["tune"].update(max_trials=2, epochs=1, batch_size=8, final_epochs=2,
-                          search_space=SPACE)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    project = tune_project(make_project(tmp_path / "proj"), max_trials=2)
     proc = subprocess.run([sys.executable, "-m", "pipeline.tune"], cwd=project,
                           env=venv_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]

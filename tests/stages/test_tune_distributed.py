@@ -9,29 +9,20 @@ import sys
 
 import mlflow
 import pytest
-import yaml
 
 from dogbreeds.tracking import store
 from support.cluster import wait_all
 from support.project import make_project, venv_env
 from support.servers import free_ports
-from support.tune_data import SIZE, SPACE, dataset_table
+from support.tune_data import tune_project
 
 TRIALS = 3
 
 
 @pytest.mark.slow
 def test_chief_and_two_workers_share_one_oracle(tmp_path):
-    project = make_project(tmp_path / "proj")
-    df = dataset_table(project)
-    (project / "data" / "augmented").mkdir(parents=True)
-    df.to_parquet(project / "data" / "augmented" / "dataset.parquet")
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["base"]["join_timeout_seconds"] = 300
-    params["train_scratch"].update(image_size=SIZE, early_stopping_patience=2)
-    params["tune"].update(max_trials=TRIALS, epochs=1, batch_size=8, final_epochs=2,
-                          search_space=SPACE)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    project = tune_project(make_project(tmp_path / "proj"), max_trials=TRIALS,
+                           join_timeout_seconds=300)
 
     [port] = free_ports(1)
     oracle = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}

@@ -30,6 +30,22 @@ def dataset_table(root: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def tune_project(project: Path, max_trials: int, **base) -> Path:
+    """``project`` (a :func:`support.project.make_project` copy) ready for ``pipeline.tune``:
+    the :func:`dataset_table` and tiny tune params (1 epoch per trial, 2 to retrain)."""
+    import yaml
+
+    (project / "data" / "augmented").mkdir(parents=True)
+    dataset_table(project).to_parquet(project / "data" / "augmented" / "dataset.parquet")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["base"].update(base)
+    params["train_scratch"].update(image_size=SIZE, early_stopping_patience=2)
+    params["tune"].update(max_trials=max_trials, epochs=1, batch_size=8, final_epochs=2,
+                          search_space=SPACE)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return project
+
+
 def hypermodel(num_classes: int = 3, image_size: int = SIZE) -> tuning.ScratchCNNHyperModel:
     return tuning.ScratchCNNHyperModel(tuning.SearchSpace.from_params(SPACE), num_classes,
                                        image_size, pooling="avg", augmentation={"flip": True},
