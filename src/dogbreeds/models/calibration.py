@@ -50,6 +50,7 @@ def scale_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
 def nll(labels: np.ndarray, probs: np.ndarray) -> float:
     """Mean negative log-likelihood of the true labels (``sklearn.metrics.log_loss``)."""
     probs = np.asarray(probs, np.float64)
+    probs = probs / probs.sum(axis=1, keepdims=True)  # float32 softmax rows sum to 1 ± 1e-7
     return float(log_loss(labels, probs, labels=np.arange(probs.shape[1])))
 
 
@@ -59,6 +60,12 @@ def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
     Optimised over ``log T`` (scipy's bounded scalar minimiser) so ``T`` stays positive and
     the search is symmetric between softening and sharpening.
 
+    When every calibration photo is already ranked right, the NLL keeps falling as ``T``
+    goes to 0 (sharpening only raises each true breed's probability): there is no minimum,
+    and the optimiser would return whatever sharp ``T`` it stopped at, making the model
+    claim ~100 % on everything (measured on the 4-breed sample: T = 0.08, test ECE 0.0055
+    → 0.0092). Validation gives no evidence of miscalibration then, so ``T`` stays 1.
+
     Raises:
         ValueError: with no rows, or rows and labels of different lengths.
     """
@@ -67,6 +74,8 @@ def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
     if len(probs) == 0 or len(probs) != len(labels):
         raise ValueError(f"need as many labels as probability rows (>0), got {len(labels)} "
                          f"labels for {len(probs)} rows")
+    if (probs.argmax(axis=1) == labels).all():
+        return 1.0
     result = minimize_scalar(lambda log_t: nll(labels, scale_temperature(probs, math.exp(log_t))),
                              bounds=LOG_T_BOUNDS, method="bounded",
                              options={"xatol": 1e-4})

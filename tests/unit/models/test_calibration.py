@@ -91,6 +91,14 @@ def test_fit_temperature_sharpens_an_underconfident_model():
     assert calibration.fit_temperature(probs, labels) == pytest.approx(0.5, rel=0.1)
 
 
+def test_fit_temperature_keeps_one_when_validation_has_no_mistake():
+    # Every row ranked right: NLL falls all the way to T -> 0, there is no minimum to fit.
+    probs = np.array([[0.6, 0.4], [0.3, 0.7], [0.9, 0.1]])
+    assert calibration.fit_temperature(probs, np.array([0, 1, 0])) == 1.0
+    # One mistake bounds it: the minimum exists and is not 1.
+    assert calibration.fit_temperature(probs, np.array([0, 1, 1])) != pytest.approx(1.0)
+
+
 def test_fit_temperature_refuses_mismatched_inputs():
     with pytest.raises(ValueError, match="as many labels"):
         calibration.fit_temperature(np.zeros((0, 3)), np.zeros(0))
