@@ -27,15 +27,17 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from dogbreeds.jsonfile import write_json
 from dogbreeds.models import calibration, conformal, novelty
+from dogbreeds.settings import from_section, section
 
 TRUST_JSON = "trust.json"
 TRUST_NPZ = "trust.npz"
@@ -65,6 +67,11 @@ class TrustSettings:
                              f"{self.false_alarm_rate}")
         if self.ece_bins < 1:
             raise ValueError(f"evaluate.trust.ece_bins must be >= 1, got {self.ece_bins}")
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> TrustSettings:
+        """From the whole params tree; errors name the bad ``evaluate.trust.*`` key."""
+        return from_section(cls, section(params, "evaluate.trust"), "evaluate.trust")
 
 
 @dataclass(frozen=True)

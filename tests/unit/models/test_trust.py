@@ -56,13 +56,13 @@ def test_answer_refuses_probabilities_of_another_model_and_handles_no_photos():
 
 
 def synthetic_model_outputs(n: int, seed: int):
-    """Three feature clusters and an over-confident classifier on them."""
+    """Three overlapping feature clusters and a classifier with the wrong temperature."""
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % 3
     features = np.array([[0, 0, 0], [6, 0, 0], [0, 6, 0]], float)[labels]
-    features = features + rng.normal(0, 1, features.shape)
+    features = features + rng.normal(0, 2.5, features.shape)  # overlapping: some mistakes
     logits = -((features[:, None, :] - np.array([[0, 0, 0], [6, 0, 0], [0, 6, 0]])) ** 2).sum(-1)
-    probs = np.exp(logits * 2) / np.exp(logits * 2).sum(axis=1, keepdims=True)
+    probs = np.exp(logits / 4) / np.exp(logits / 4).sum(axis=1, keepdims=True)
     return probs, features, labels
 
 
@@ -101,11 +101,12 @@ def test_settings_come_from_params_yaml_and_bad_values_name_the_key():
     import yaml
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    loaded = settings.from_section(trust.TrustSettings, settings.section(params, "evaluate.trust"),
-                                   "evaluate.trust")
+    loaded = trust.TrustSettings.from_params(params)
     assert loaded == trust.TrustSettings(coverage=0.9, false_alarm_rate=0.05, ece_bins=15)
     with pytest.raises(settings.SettingsError, match="evaluate.trust.coverage: expected a number"):
         settings.from_section(trust.TrustSettings, {"coverage": "high", "false_alarm_rate": 0.05,
                                                     "ece_bins": 15}, "evaluate.trust")
+    with pytest.raises(settings.SettingsError, match="missing section 'evaluate.trust'"):
+        trust.TrustSettings.from_params({"evaluate": {}})
     with pytest.raises(ValueError, match="coverage must be in"):
         trust.TrustSettings(coverage=1.2, false_alarm_rate=0.05, ece_bins=15)
