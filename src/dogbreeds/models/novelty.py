@@ -13,6 +13,15 @@ training photos is novel however the head maps it. It costs one ``[N, D] x [D, D
 at serving time, reuses the feature cache the transfer models already have (the pooled
 backbone vectors), and needs no extra training or outlier data.
 
+Measured (``python -m benchmarks.trust``, MobileNetV2-160 head; photos flagged at the 5 %
+validation threshold): real non-dog photos from scikit-image 19/19 flagged on the 4-breed
+sample and on the 25-breed dev set (AUROC 0.990 / 0.999; max-softmax 0.985 / 0.996, and it
+lets one through on dev); blank images 4/4. A breed held out of training is flagged for 80 %
+of its photos on the sample (AUROC 0.94) but only 11 % on the dev set (AUROC 0.82; max-softmax
+0.91 there): a dog of an unfamiliar breed sits close to the known dogs in feature space. Most
+of those get several candidates instead (``unsure``, "mixed breed?"), which is the useful
+answer for a breed the model was never taught.
+
 * Class means: per breed, over the **training** features.
 * Shared covariance: Ledoit-Wolf shrinkage (``sklearn.covariance.LedoitWolf``) of the
   within-class deviations. With a few hundred photos and 1,280 dimensions the plain sample
