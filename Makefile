@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-stamp
 SHARED ?= ../shared
 PYTEST_ARGS ?=
 
-.PHONY: setup repro repro-sample test ui clean-venv
+.PHONY: setup repro repro-sample test lint ui clean-venv
 
 setup: $(STAMP)
 
@@ -35,7 +35,12 @@ repro-sample: setup
 test: setup
 	pytest $(PYTEST_ARGS)
 
+## ruff (pinned in the dev extras, configured in pyproject.toml); CI runs it before the tests.
+lint: setup
+	ruff check .
+
 ui: setup
+	@echo "runs table: http://127.0.0.1:5000/#/experiments/1?workflowType=machine_learning"
 	mlflow ui --port 5000
 
 clean-venv:

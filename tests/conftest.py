@@ -13,7 +13,6 @@ from support import fakedata  # noqa: E402  (tests/ is on sys.path: pyproject's 
 from support.project import MLFLOW_ENV  # noqa: E402
 
 
-
 @pytest.fixture(autouse=True)
 def _isolated_mlflow(monkeypatch, tmp_path):
     """No test writes to a real tracking server or to the repo's own mlflow.db.

@@ -2,6 +2,9 @@
 
 Heavy modules (TensorFlow, MLflow) are imported inside each command so that ``--help`` and
 ``profile`` answer instantly.
+
+The commands run in the project folder: the model they use by default is
+``models:/<registry.model_name>@champion``, the name read from ``./params.yaml``.
 """
 
 from __future__ import annotations
@@ -11,7 +14,33 @@ import os
 import sys
 from pathlib import Path
 
-DEFAULT_MODEL_URI = "models:/dogbreeds@champion"
+PARAMS_FILE = Path("params.yaml")
+CHAMPION = "champion"
+# Outside a project folder there is no params.yaml to read (the installed command pointed at a
+# shared tracking server with MLFLOW_TRACKING_URI, or a folder holding only mlflow.db), and the
+# commands still need a model name: the one the project's params.yaml ships with.
+FALLBACK_MODEL_NAME = "dogbreeds"
+
+
+def registry_model_name(params_file: Path = PARAMS_FILE) -> str:
+    """``registry.model_name`` from ``params_file`` (FALLBACK_MODEL_NAME when it is absent).
+
+    Raises:
+        SettingsError: params.yaml exists but its ``registry`` section is wrong.
+    """
+    if not params_file.is_file():
+        return FALLBACK_MODEL_NAME
+    import yaml
+
+    from dogbreeds.tracking.registry import RegistrySettings
+
+    params = yaml.safe_load(params_file.read_text(encoding="utf-8")) or {}
+    return RegistrySettings.from_params(params).model_name
+
+
+def default_model_uri(params_file: Path = PARAMS_FILE) -> str:
+    """The champion of the project's registered model: ``models:/<model_name>@champion``."""
+    return f"models:/{registry_model_name(params_file)}@{CHAMPION}"
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
@@ -19,34 +48,41 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
     profile = None if args.name == "none" else Path(args.profiles_dir) / f"{args.name}.yaml"
     apply_profile(Path(args.params), profile, args.set or [])
-    print(f"{args.params}: applied profile {args.name!r}" + (f" and {len(args.set)} override(s)" if args.set else ""))
+    overrides = f" and {len(args.set)} override(s)" if args.set else ""
+    print(f"{args.params}: applied profile {args.name!r}{overrides}")
     return 0
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from dogbreeds.serving.predict import run_predict
 
-    return run_predict(paths=args.paths, model_uri=args.model, top_k=args.top_k,
-                       as_json=args.json, csv_path=args.csv)
+    return run_predict(paths=args.paths, model_uri=args.model or default_model_uri(),
+                       top_k=args.top_k, as_json=args.json, csv_path=args.csv)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from dogbreeds.serving.web import serve
 
-    serve(model_uri=args.model, host=args.host, port=args.port)
+    serve(model_uri=args.model or default_model_uri(), host=args.host, port=args.port)
     return 0
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:
-    from dogbreeds.tracking.registry import cli_promote
+    from dogbreeds.tracking.registry_cli import cli_promote
 
-    return cli_promote(name=args.name, version=args.version, alias=args.alias)
+    return cli_promote(name=args.name or registry_model_name(), version=args.version,
+                       alias=args.alias)
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from dogbreeds.tracking.registry import cli_models
+    from dogbreeds.tracking.registry_cli import cli_models
 
-    return cli_models(name=args.name)
+    return cli_models(name=args.name or registry_model_name())
+
+
+MODEL_HELP = ("any MLflow model URI (default: models:/<registry.model_name>@champion, the name "
+              "read from ./params.yaml)")
+NAME_HELP = "registered model name (default: registry.model_name in ./params.yaml)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,28 +97,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profiles-dir", default="profiles")
     p.set_defaults(func=_cmd_profile)
 
-    p = sub.add_parser("predict", help="breeds of photos (files or folders), top-k with probabilities")
+    p = sub.add_parser("predict",
+                       help="breeds of photos (files or folders), top-k with probabilities")
     p.add_argument("paths", nargs="+", help="photos or folders (walked recursively)")
-    p.add_argument("--model", default=DEFAULT_MODEL_URI, help="any MLflow model URI")
+    p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--csv", metavar="FILE", help="also write one row per photo to FILE")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("serve", help="web demo: upload a photo, see the likely breeds")
-    p.add_argument("--model", default=DEFAULT_MODEL_URI, help="any MLflow model URI")
+    p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("promote", help="point an alias (champion) at a registered version")
     p.add_argument("version", help="registered model version number")
-    p.add_argument("--name", default="dogbreeds", help="registered model name")
-    p.add_argument("--alias", default="champion")
+    p.add_argument("--name", help=NAME_HELP)
+    p.add_argument("--alias", default=CHAMPION)
     p.set_defaults(func=_cmd_promote)
 
     p = sub.add_parser("models", help="registered versions with their aliases and metrics")
-    p.add_argument("--name", default="dogbreeds", help="registered model name")
+    p.add_argument("--name", help=NAME_HELP)
     p.set_defaults(func=_cmd_models)
     return parser
 
@@ -92,8 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     # mean nothing to the people using these commands; errors are still printed.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
+    from dogbreeds.settings import SettingsError
+
     try:
         return args.func(args)
+    except SettingsError as exc:  # a wrong params.yaml: say which key, no traceback
+        print(f"dogbreeds {args.command}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

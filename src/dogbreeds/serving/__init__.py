@@ -1,3 +1,3 @@
 """Answering: the registered pyfunc, the predict CLI, the web demo."""
 
-__all__ = ["predict", "pyfunc", "web"]
+__all__ = ["holder", "predict", "pyfunc", "uploads", "web"]

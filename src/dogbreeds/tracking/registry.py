@@ -2,43 +2,54 @@
 
 Every evaluation registers the selected model as a new version of ``registry.model_name``
 (versions are never deleted or overwritten) — unless that very training run is already
-registered on the same test data, in which case nothing is added and aliases stay. The ``champion`` alias — what ``models:/<name>@champion`` serves —
-moves to the new version only when its test accuracy beats the champion's by at least
-``min_improvement`` *on the same test data*; otherwise the new version becomes
-``challenger``. The first version is champion.
+registered on the same test data, in which case nothing is added and aliases stay. The
+``champion`` alias — what ``models:/<name>@champion`` serves — moves to the new version only
+when its test accuracy beats the champion's by at least ``min_improvement`` *on the same test
+data*; otherwise the new version becomes ``challenger``. The first version is champion.
 
 "Same test data" is decided by :func:`test_data_hash`, a hash of the test photos themselves
 (path, breed and the bytes of every file). A version records it as a tag; when the
 champion's hash differs from today's (other breeds, another split, changed images) the
 champion is re-evaluated on today's test split through its registered pyfunc instead of
 comparing numbers measured on different data. For traceability every version also carries
-the git commit and the DVC data hashes from ``dvc.lock`` (the ``augment`` stage's output:
-the table and images every model trains and is tested on; plus ``data/raw``).
+the git commit and the DVC data hashes from ``dvc.lock`` (:mod:`dogbreeds.tracking.lineage`).
+
+The ``dogbreeds models`` / ``dogbreeds promote`` commands live in :mod:`registry_cli`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
-import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from dogbreeds.data.download import sha256_of
+from dogbreeds.hashing import digest, file_sha256
+from dogbreeds.settings import from_section, section
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 TAG_TEST_ACCURACY = "test_accuracy"
 TAG_TEST_HASH = "test_data_hash"
 _EPS = 1e-12  # float noise in "gain >= min_improvement"
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    """The ``registry`` section of params.yaml (read by ``evaluate`` and the CLI)."""
+
+    model_name: str          # registered model name
+    min_improvement: float   # test accuracy gain over the champion needed to move ``champion``
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> RegistrySettings:
+        """From the whole params tree; errors name the bad ``registry.*`` key."""
+        return from_section(cls, section(params, "registry"), "registry")
 
 
 @dataclass(frozen=True)
@@ -82,39 +93,10 @@ def decide_promotion(new_score: float, champion_score: float | None,
 def test_data_hash(test_df: pd.DataFrame, root: Path = Path(".")) -> str:
     """A hash of the test set's content: every photo's path, breed and bytes (order-free)."""
     lines = sorted(
-        f"{path}\t{breed}\t{sha256_of(Path(root) / path)}"
-        for path, breed in zip(test_df["path"], test_df["breed"])
+        f"{path}\t{breed}\t{file_sha256(Path(root) / path)}"
+        for path, breed in zip(test_df["path"], test_df["breed"], strict=True)
     )
-    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
-
-
-def dvc_out_md5(lock_file: Path, stage: str, out_path: str | None = None) -> str | None:
-    """The md5 DVC recorded in ``dvc.lock`` for a stage's output (None when unknown).
-
-    Args:
-        lock_file: ``dvc.lock``.
-        stage: stage name (e.g. ``augment``, ``download``).
-        out_path: which output of the stage; its first output when omitted.
-    """
-    try:
-        lock = yaml.safe_load(Path(lock_file).read_text(encoding="utf-8")) or {}
-    except OSError:
-        return None
-    outs = (lock.get("stages", {}).get(stage) or {}).get("outs") or []
-    for out in outs:
-        if out_path is None or Path(out["path"]) == Path(out_path):
-            return out.get("md5")
-    return None
-
-
-def data_version_tags(lock_file: Path, augment_out: str | None = None,
-                      raw_out: str | None = None) -> dict[str, str]:
-    """DVC data hashes that trace a version back to its data (present ones only)."""
-    tags = {
-        "data.augment_md5": dvc_out_md5(lock_file, "augment", augment_out),
-        "data.raw_md5": dvc_out_md5(lock_file, "download", raw_out),
-    }
-    return {k: v for k, v in tags.items() if v}
+    return digest("\n".join(lines))
 
 
 def version_tags(card: Mapping[str, Any], metrics: Mapping[str, Any]) -> dict[str, str]:
@@ -149,7 +131,8 @@ def pyfunc_accuracy(model_uri: str, test_df: pd.DataFrame, root: Path = Path("."
     for start in range(0, len(paths), batch_size):
         images = [(Path(root) / p).read_bytes() for p in paths[start:start + batch_size]]
         predicted = predict_images(model, images, top_k=1)["breed"]
-        correct += sum(p == b for p, b in zip(predicted, breeds[start:start + batch_size]))
+        expected = breeds[start:start + batch_size]
+        correct += sum(p == b for p, b in zip(predicted, expected, strict=True))
     return correct / max(1, len(paths))
 
 
@@ -267,76 +250,24 @@ def register_and_promote(
     )
 
 
-# --- the `dogbreeds promote` / `dogbreeds models` commands ------------------------------------
-
-def _client() -> MlflowClient:
-    from dogbreeds.tracking.store import use_store
-
-    use_store(Path.cwd())  # MLFLOW_TRACKING_URI wins when set
-    return MlflowClient()
-
-
-def cli_promote(name: str, version: str | int, alias: str = CHAMPION) -> int:
-    """Point ``alias`` at ``version`` (manual promotion or rollback). Returns an exit code."""
-    client = _client()
-    try:
-        client.get_model_version(name, str(version))
-    except MlflowException:
-        print(f"error: model {name!r} has no version {version}", file=sys.stderr)
-        return 1
-    holder = version_with_alias(client, name, alias)
-    previous = None if holder is None else str(holder.version)
-    client.set_registered_model_alias(name, alias, str(version))
-    was = f" (was version {previous})" if previous else ""
-    print(f"{name}@{alias} -> version {version}{was}")
-    return 0
+def record_decision(decision: PromotionDecision) -> None:
+    """Tag the active (stage) run with the registered version and what became of it."""
+    mlflow.set_tags({"dogbreeds.registered_version": decision.version,
+                     "dogbreeds.promotion": decision.alias,
+                     "dogbreeds.promotion_reason": decision.reason[:5000]})
+    mlflow.log_metric("promoted", int(decision.promoted))
 
 
-def versions_table(client: MlflowClient, name: str) -> pd.DataFrame:
-    """One row per registered version, newest first."""
-    versions = client.search_model_versions(f"name='{name}'")
-    # search results do not carry aliases: read them from the registered model.
-    by_version: dict[str, list[str]] = {}
-    for alias, version in (client.get_registered_model(name).aliases or {}).items():
-        by_version.setdefault(str(version), []).append(alias)
-    rows = []
-    for v in versions:
-        tags = v.tags or {}
-        kind = tags.get("kind", "")
-        backbone = tags.get("backbone", "")
-        rows.append({
-            "version": int(v.version),
-            "aliases": ",".join(sorted(by_version.get(str(v.version), []))),
-            "model": f"{kind}/{backbone}" if backbone else kind,
-            "val_acc": _fmt(tags.get("val_accuracy")),
-            "test_acc": _fmt(tags.get(TAG_TEST_ACCURACY)),
-            "created": datetime.fromtimestamp(v.creation_timestamp / 1000, timezone.utc)
-            .strftime("%Y-%m-%d %H:%M"),
-            "run_id": v.run_id or "",
-        })
-    columns = ["version", "aliases", "model", "val_acc", "test_acc", "created", "run_id"]
-    return pd.DataFrame(rows, columns=columns).sort_values("version", ascending=False) \
-        .reset_index(drop=True)
-
-
-def _fmt(value: str | None) -> str:
-    try:
-        return f"{float(value):.4f}"
-    except (TypeError, ValueError):
-        return ""
-
-
-def cli_models(name: str) -> int:
-    """Print the registered versions of ``name``. Returns an exit code."""
-    client = _client()
-    try:
-        client.get_registered_model(name)
-    except MlflowException:
-        print(f"error: no registered model {name!r} in {mlflow.get_tracking_uri()}", file=sys.stderr)
-        return 1
-    table = versions_table(client, name)
-    if table.empty:
-        print(f"{name}: no versions")
-        return 0
-    print(table.to_string(index=False))
-    return 0
+def register_selected(keras_model_path: Path, card: Mapping[str, Any],
+                      metrics: Mapping[str, Any], settings: RegistrySettings, *,
+                      test_df: pd.DataFrame, root: Path,
+                      extra_tags: Mapping[str, str]) -> PromotionDecision:
+    """:func:`register_and_promote` the selected model under ``settings``, with the first test
+    photo as its input example, and record the decision on the active run."""
+    decision = register_and_promote(
+        keras_model_path, card, metrics, model_name=settings.model_name,
+        min_improvement=settings.min_improvement, test_df=test_df, root=root,
+        extra_tags=extra_tags, example_image=(Path(root) / test_df["path"].iloc[0]).read_bytes(),
+    )
+    record_decision(decision)
+    return decision

@@ -5,37 +5,19 @@ concurrency."""
 from __future__ import annotations
 
 import io
-import struct
 import uuid
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import mlflow
 import pytest
 import requests
 
-from dogbreeds.serving.web import (
-    MAX_UPLOAD_BYTES,
-    ApiError,
-    RegistryRef,
-    check_image_header,
-    create_app,
-    parse_registry_uri,
-    serve,
-)
+from dogbreeds.serving.uploads import MAX_UPLOAD_BYTES
+from dogbreeds.serving.web import create_app, serve
+from support.crafted_images import png_header_only
 from support.tiny_registry import running_app
 
 CHAMPION = "models:/dogbreeds@champion"
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A valid PNG signature + IHDR claiming ``width × height``, with one tiny IDAT."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
 
 
 @pytest.fixture(scope="module")
@@ -64,31 +46,6 @@ def assert_good_prediction(url: str, registry) -> None:
     response = upload(url, photo.read_bytes())
     assert response.status_code == 200, response.text
     assert response.json()["predictions"][0]["breed"] == "papillon"
-
-
-# ----- pure helpers -------------------------------------------------------------------------
-
-def test_parse_registry_uri():
-    assert parse_registry_uri("models:/dogbreeds@champion") == RegistryRef("dogbreeds", "champion")
-    assert parse_registry_uri("models:/dogbreeds/3") == RegistryRef("dogbreeds", version="3")
-    assert parse_registry_uri("models:/m-0123abcd") is None
-    assert parse_registry_uri("runs:/abc/classifier") is None
-
-
-def test_check_image_header(registry):
-    assert check_image_header(registry.photos["papillon"][0].read_bytes())[0] == "JPEG"
-    with pytest.raises(ApiError, match="empty upload") as err:
-        check_image_header(b"")
-    assert err.value.status == 400
-    with pytest.raises(ApiError, match="not an image") as err:
-        check_image_header(b"hello, world")
-    assert err.value.status == 415
-    with pytest.raises(ApiError, match="image too large: 8000×8000 px") as err:
-        check_image_header(png_header_only(8000, 8000))  # 64 Mpx: under PIL's own bomb limit
-    assert err.value.status == 413
-    with pytest.raises(ApiError, match="image too large") as err:
-        check_image_header(png_header_only(30000, 30000))
-    assert err.value.status == 413
 
 
 # ----- the API ------------------------------------------------------------------------------

@@ -1,0 +1,68 @@
+"""The ``dogbreeds`` command's defaults come from the project's params.yaml (registry section)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import yaml
+
+from dogbreeds import cli
+from support.project import REPO, repo_params
+from support.tiny_registry import empty_registered_model
+
+
+def write_params(folder, key: str, value) -> None:
+    """The repo's params.yaml in ``folder`` with ``registry.<key>`` set to ``value``."""
+    params = repo_params(f"registry.{key}", value)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+
+
+def test_default_model_uri_follows_registry_model_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    shipped = repo_params()["registry"]["model_name"]
+    assert cli.default_model_uri() == f"models:/{shipped}@champion"
+    write_params(tmp_path, "model_name", "other-dogs")
+    assert cli.registry_model_name() == "other-dogs"
+    assert cli.default_model_uri() == "models:/other-dogs@champion"
+
+
+def test_without_params_yaml_the_documented_fallback_applies(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.default_model_uri() == f"models:/{cli.FALLBACK_MODEL_NAME}@champion"
+
+
+def test_predict_uses_the_params_model_by_default(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no mlflow.db here: the error names the URI it tried
+    write_params(tmp_path, "model_name", "other-dogs")
+    photo = tmp_path / "dog.jpg"
+    photo.write_bytes(b"\xff\xd8\xff")
+    assert cli.main(["predict", str(photo)]) == 2
+    assert "no model at models:/other-dogs@champion" in capsys.readouterr().err
+
+
+def test_models_and_promote_use_the_params_model_name(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path, "model_name", "other-dogs")
+    client = empty_registered_model(tmp_path, "other-dogs", "cli-test")
+    for _ in range(2):
+        client.create_model_version("other-dogs", source="file:///nowhere")
+    assert cli.main(["promote", "2"]) == 0
+    assert "other-dogs@champion -> version 2" in capsys.readouterr().out
+    assert cli.main(["models"]) == 0
+    assert "champion" in capsys.readouterr().out
+    assert cli.main(["models", "--name", "dogbreeds-none"]) == 1  # an explicit name still wins
+    assert "no registered model 'dogbreeds-none'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("model_name", 5, "registry.model_name: expected a string"),
+    ("min_improvement", "a lot", "registry.min_improvement: expected a number"),
+])
+def test_a_wrong_registry_section_names_the_key(tmp_path, monkeypatch, capsys, key, value,
+                                                message):
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path, key, value)
+    assert cli.main(["models"]) == 2
+    assert message in capsys.readouterr().err
