@@ -40,8 +40,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import (MOBILENET_WEIGHTS, ROOT, SAMPLE_TAR, SCRATCH, load, timed,
-                               write_result)
+from benchmarks.common import (
+    MOBILENET_WEIGHTS,
+    ROOT,
+    SAMPLE_TAR,
+    SCRATCH,
+    load,
+    timed,
+    write_result,
+)
 from pipeline.common import PARAMS_FILE, load_params
 
 BACKBONE = "mobilenetv2"
@@ -111,7 +118,7 @@ def train_head(features: dict, labels: dict, n_classes: int, cfg: dict, batch: i
 
     from dogbreeds.data.datasets import array_dataset
     from dogbreeds.models.builders import build_head
-    from dogbreeds.models.training import seed_everything
+    from dogbreeds.models.fit import seed_everything
 
     seed_everything(seed)
     head = build_head(features["train"].shape[1:], n_classes, cfg["dense"], float(cfg["dropout"]),
@@ -171,7 +178,8 @@ def fit_and_measure(features: dict, labels: dict, classes: list[str], params: di
                                     bundle.coverage)}
     answers = trust.answer(bundle, probs["test"], features["test"], top_k=3)
     result["test"]["flagged_unknown"] = float((answers["status"] == "unknown").mean())
-    result["test"]["status_shares"] = answers["status"].value_counts(normalize=True).round(4).to_dict()
+    shares = answers["status"].value_counts(normalize=True).round(4)
+    result["test"]["status_shares"] = shares.to_dict()
     return head, bundle, probs, result
 
 
@@ -181,7 +189,8 @@ def main(argv: list[str] | None = None) -> dict:
     from dogbreeds.data.datasets import class_names
     from dogbreeds.data.preprocess import prepare_batch
     from dogbreeds.data.split import stratified_assignment
-    from dogbreeds.models import calibration, features as feature_cache, novelty, trust
+    from dogbreeds.models import calibration, novelty, trust
+    from dogbreeds.models import features as feature_cache
     from dogbreeds.models.builders import build_transfer_model
 
     params = load_params(ROOT / PARAMS_FILE)
@@ -230,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict:
             n: {"status": a["status"], "novelty": round(a["novelty"], 3),
                 "top": a["top_k"][0]["breed"], "probability": round(a["probability"], 3),
                 "uncalibrated": round(float(p.max()), 3)}
-            for n, a, p in zip(images, answers.to_dict("records"), group_probs)}
+            for n, a, p in zip(images, answers.to_dict("records"), group_probs, strict=True)}
         print(f"  {group}: flagged unknown {odd_result[group]['flagged_unknown']:.3f}, AUROC "
               f"mahalanobis {odd_result[group]['auroc_mahalanobis']:.3f} vs max-softmax "
               f"{odd_result[group]['auroc_max_softmax']:.3f}")
@@ -271,9 +280,9 @@ def main(argv: list[str] | None = None) -> dict:
                    [h["trained_test_flagged_unknown"] for h in held_out.values()]))}
     print(f"  held-out breeds, mean over {len(held_out)}: {summary}")
 
+    calibrated = calibration.scale_temperature(probs["test"], bundle.temperature)
     figure = calibration.reliability_diagram(
-        labels["test"], [("before", probs["test"]),
-                         ("after", calibration.scale_temperature(probs["test"], bundle.temperature))],
+        labels["test"], [("before", probs["test"]), ("after", calibrated)],
         title=f"{BACKBONE} head, {args.dataset} test split")
     name = args.name or f"trust_{args.dataset}"
     figure.savefig(ROOT / "benchmarks" / "results" / f"{name}_reliability.png", dpi=80)

@@ -14,6 +14,7 @@ carries), ``trust_metrics.json`` and ``reliability.png`` (test split, before/aft
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ from matplotlib.figure import Figure
 from dogbreeds.data.datasets import make_dataset, split_rows
 from dogbreeds.jsonfile import write_json
 from dogbreeds.models import calibration, conformal, novelty, trust
+
+log = logging.getLogger(__name__)
 
 TRUST_DIR = "trust"
 METRICS_FILE = "trust_metrics.json"
@@ -40,6 +43,14 @@ class Outputs:
     probs: np.ndarray
     features: np.ndarray
     labels: np.ndarray
+
+
+@dataclass(frozen=True)
+class TrustInputs:
+    """What the evaluate stage gives every model's trust step."""
+
+    table: pd.DataFrame              # the dataset table: train/val/test rows
+    settings: trust.TrustSettings
 
 
 @dataclass
@@ -77,6 +88,17 @@ def model_outputs(model: keras.Model, frames: Mapping[str, pd.DataFrame], classe
     outputs["blank"] = Outputs(*both.predict_on_batch(blank_images(image_size)),
                                labels=np.full(3, -1))
     return outputs
+
+
+def inputs_for(table: pd.DataFrame, settings: trust.TrustSettings) -> TrustInputs | None:
+    """The stage's trust inputs, or None (with a warning) when the table lacks a split the
+    bundle needs: the models are then evaluated and registered without one."""
+    missing = [split for split, frame in split_frames(table).items() if frame.empty]
+    if missing:
+        log.warning("no %s photos in the dataset table: models are registered without a trust "
+                    "bundle (no calibration, candidate sets or novelty)", "/".join(missing))
+        return None
+    return TrustInputs(table, settings)
 
 
 def split_frames(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -137,3 +159,18 @@ def evaluate_trust(model: keras.Model, df: pd.DataFrame, classes: Sequence[str],
     outputs = model_outputs(model, split_frames(df), classes, image_size, batch_size, root)
     result = fit_and_measure(outputs, classes, settings, name)
     return result, write_trust_report(result, out_dir)
+
+
+def evaluate_saved_model(model_file: Path, card: Mapping, inputs: TrustInputs, batch_size: int,
+                         out_dir: Path, root: Path = Path("."), name: str = "model"
+                         ) -> tuple[TrustResult, dict[str, Path]]:
+    """:func:`evaluate_trust` for a ``model.keras`` and its ``card.json`` (classes, image size)."""
+    model = keras.models.load_model(model_file, compile=False)
+    return evaluate_trust(model, inputs.table, list(card["classes"]), int(card["image_size"]),
+                          batch_size, inputs.settings, out_dir, root, name)
+
+
+def loggable(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The finite metrics (MLflow refuses infinity: a conformal threshold with too few
+    validation photos is one)."""
+    return {k: float(v) for k, v in metrics.items() if np.isfinite(v)}

@@ -20,6 +20,23 @@ Design choices (why):
   trained with, whatever version of the package is installed. In a process that already
   imported ``dogbreeds`` (the CLI, the web demo) the installed package is used.
 * **pip requirements**: only what inference needs, pinned to the project's own pins.
+* **Trust bundle** (``trust`` artifact, :mod:`dogbreeds.models.trust`): when the model was
+  logged with one (the ``evaluate`` stage does), one forward pass gives the probabilities and
+  the features before the classifier, and every answer is the shared
+  :func:`dogbreeds.models.trust.answer`. Without one (older versions) the answer is the plain
+  ranking, every photo ``ok``.
+
+Answer schema, one row per photo (:data:`dogbreeds.models.trust.ANSWER_COLUMNS`):
+
+* ``status``: ``ok`` (one candidate breed), ``unsure`` (several), ``unknown`` (not one of the
+  dogs this model knows: novelty above its threshold);
+* ``breed``: the most likely breed (null when ``unknown``);
+* ``probability``: its calibrated probability (temperature-scaled);
+* ``candidates``: the breeds of the conformal set at the coverage target, most likely first
+  (empty when ``unknown``);
+* ``top_k``: ``[{"breed", "probability"}, ...]``, calibrated, most likely first;
+* ``novelty``: distance to the known breeds divided by the threshold (> 1 means ``unknown``;
+  null without a trust bundle).
 
 Serving request forms (``POST /invocations``, ``Content-Type: application/json``)::
 
@@ -53,6 +70,7 @@ IMAGE_COLUMN = "image"
 DEFAULT_TOP_K = 5
 KERAS_ARTIFACT = "keras_model"
 CLASSES_ARTIFACT = "classes"
+TRUST_ARTIFACT = "trust"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the whole dogbreeds package
 
 _DATA_URI = re.compile(r"^data:[^,]*?;base64,", re.IGNORECASE)
@@ -69,6 +87,14 @@ class BreedClassifier(mlflow.pyfunc.PythonModel):
         info = json.loads(Path(context.artifacts[CLASSES_ARTIFACT]).read_text(encoding="utf-8"))
         self.classes: list[str] = list(info["classes"])
         self.image_size: int = int(info["image_size"])
+        self.load_trust(context.artifacts.get(TRUST_ARTIFACT))
+
+    def load_trust(self, directory: str | None) -> None:
+        """The trust bundle and the one-pass probabilities+features model (None without one)."""
+        from dogbreeds.models import novelty, trust
+
+        self.trust = None if directory is None else trust.load_trust(Path(directory))
+        self.scorer = None if self.trust is None else novelty.probabilities_and_features(self.model)
 
     # `pd.DataFrame` is the one input hint MLflow neither validates nor derives a signature
     # from (the explicit signature below rules); other input forms are accepted too.
@@ -85,19 +111,23 @@ class BreedClassifier(mlflow.pyfunc.PythonModel):
             params: ``{"top_k": int}`` (default 5, capped at the number of classes).
 
         Returns:
-            One row per image: ``breed`` (top-1), ``probability``, ``top_k`` (list of
-            ``{"breed", "probability"}``, most likely first).
+            One row per image with the columns of the answer schema (module docstring).
 
         Raises:
             ValueError: an image cannot be decoded (the message names its index) or
                 ``top_k`` is not a positive integer.
         """
+        from dogbreeds.models import trust
+
         top_k = _top_k(params)
         batch = self.preprocess(image_items(model_input))
         if len(batch) == 0:
-            return pd.DataFrame({"breed": [], "probability": [], "top_k": []})
+            return pd.DataFrame({column: [] for column in trust.ANSWER_COLUMNS})
+        if self.trust is not None:
+            probabilities, features = self.scorer.predict(batch, verbose=0, batch_size=32)
+            return trust.answer(self.trust, probabilities, features, top_k)
         probabilities = np.asarray(self.model.predict(batch, verbose=0, batch_size=32))
-        return rank(probabilities, self.classes, top_k)
+        return untrusted_answer(rank(probabilities, self.classes, top_k))
 
     def preprocess(self, items: list[bytes | np.ndarray]) -> np.ndarray:
         """Decode + resize every image (:func:`dogbreeds.data.preprocess.prepare_batch`, which
@@ -131,6 +161,15 @@ def rank(probabilities: np.ndarray, classes: Sequence[str], top_k: int) -> pd.Da
         "probability": [r[0]["probability"] for r in ranked],
         "top_k": ranked,
     })
+
+
+def untrusted_answer(ranked: pd.DataFrame) -> pd.DataFrame:
+    """The answer schema for a model logged without a trust bundle: the top breed, ``ok``."""
+    from dogbreeds.models import trust
+
+    ranked = ranked.assign(status="ok", candidates=[[breed] for breed in ranked["breed"]],
+                           novelty=None)
+    return ranked[trust.ANSWER_COLUMNS]
 
 
 def image_items(model_input: Any) -> list[bytes | np.ndarray]:
@@ -228,6 +267,7 @@ def log_classifier(
     registered_model_name: str | None = None,
     metadata: dict | None = None,
     example_image: bytes | None = None,
+    trust_dir: Path | None = None,
 ) -> mlflow.models.model.ModelInfo:
     """Log the Keras model as a :class:`BreedClassifier` pyfunc (and optionally register it).
 
@@ -242,6 +282,7 @@ def log_classifier(
         metadata: stored in the MLmodel file (e.g. kind, backbone, metrics).
         example_image: encoded bytes of a real photo for the input example (a small
             synthetic JPEG when omitted).
+        trust_dir: a saved :class:`dogbreeds.models.trust.TrustBundle` to carry and apply.
     """
     keras_model_path = Path(keras_model_path)
     if not keras_model_path.is_file():
@@ -257,7 +298,8 @@ def log_classifier(
                 name=name,
                 python_model=BreedClassifier(),
                 artifacts={KERAS_ARTIFACT: str(keras_model_path),
-                           CLASSES_ARTIFACT: str(classes_file)},
+                           CLASSES_ARTIFACT: str(classes_file),
+                           **({TRUST_ARTIFACT: str(trust_dir)} if trust_dir else {})},
                 code_paths=[str(PACKAGE_DIR)],
                 signature=signature(),
                 input_example=pd.DataFrame({IMAGE_COLUMN: [example]}),
