@@ -28,20 +28,32 @@ class ModelLoadError(RuntimeError):
     """The model URI does not resolve to a loadable model."""
 
 
+ANSWER_KEYS = ("status", "breed", "probability", "candidates", "novelty")
+
+
 @dataclass
 class PhotoResult:
-    """The answer for one photo: ``predictions`` (raw labels, descending) or an ``error``."""
+    """The answer for one photo: ``predictions`` (raw labels, descending) and ``answer``
+    (the model's ``status``/``breed``/``probability``/``candidates``/``novelty``, see
+    :mod:`dogbreeds.serving.pyfunc`), or an ``error``."""
 
     path: str
     predictions: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    answer: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def status(self) -> str:
+        """``ok`` | ``unsure`` | ``unknown`` from the model, or ``error``."""
+        return self.answer.get("status", "ok") if self.ok else "error"
+
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "status": "ok" if self.ok else "error",
+        return {"path": self.path, "status": self.status,
+                **{k: self.answer.get(k) for k in ANSWER_KEYS[1:]},
                 "predictions": self.predictions, "error": self.error}
 
 
@@ -145,11 +157,40 @@ def _rows_to_predictions(frame) -> list[list[dict[str, Any]]]:
              for item in top] for top in frame["top_k"]]
 
 
-def classify(model, images: Sequence[bytes], top_k: int) -> list[list[dict[str, Any]]]:
-    """Run the model on encoded images; one descending top-k list per image."""
+def _answer(row: dict[str, Any]) -> dict[str, Any]:
+    """One answer row → plain JSON values (a model without the newer columns answers ``ok``)."""
+    novelty = row.get("novelty")
+    return {"status": str(row.get("status") or "ok"),
+            "breed": None if row.get("breed") is None else str(row["breed"]),
+            "probability": float(row["probability"]),
+            "candidates": [str(b) for b in row.get("candidates", [row.get("breed")])],
+            "novelty": None if novelty is None or novelty != novelty else float(novelty)}
+
+
+def answer_photos(model, images: Sequence[bytes], top_k: int
+                  ) -> list[tuple[list[dict[str, Any]], dict[str, Any]]]:
+    """Run the model on encoded images; per image its descending top-k list and its answer."""
     from dogbreeds.serving.pyfunc import predict_images
 
-    return _rows_to_predictions(predict_images(model, list(images), top_k))
+    frame = predict_images(model, list(images), top_k)
+    return list(zip(_rows_to_predictions(frame),
+                    [_answer(row) for row in frame.to_dict("records")], strict=True))
+
+
+def classify(model, images: Sequence[bytes], top_k: int) -> list[list[dict[str, Any]]]:
+    """Run the model on encoded images; one descending top-k list per image."""
+    return [predictions for predictions, _ in answer_photos(model, images, top_k)]
+
+
+def answer_text(answer: dict[str, Any]) -> str:
+    """The answer in words, as the table and the web demo say it."""
+    status = answer.get("status", "ok")
+    if status == "unknown":
+        return "This doesn't look like a dog breed this model knows"
+    if status == "unsure":
+        names = ", ".join(display_name(b) for b in answer.get("candidates", []))
+        return f"Not sure — one of: {names} (mixed breed?)"
+    return f"Most likely: {display_name(answer['breed'])} ({answer['probability']:.0%})"
 
 
 def first_line(exc: BaseException) -> str:
@@ -194,13 +235,15 @@ def predict_photos(model, photos: Sequence[Path], top_k: int, batch_size: int = 
         for start in range(0, len(readable), batch_size):
             batch = readable[start:start + batch_size]
             try:
-                answers = classify(model, [data for _, data in batch], top_k)
-                for (photo, _), preds in zip(batch, answers, strict=True):
+                answers = answer_photos(model, [data for _, data in batch], top_k)
+                for (photo, _), (preds, answer) in zip(batch, answers, strict=True):
                     results[str(photo)].predictions = preds
+                    results[str(photo)].answer = answer
             except Exception:
                 for photo, data in batch:
                     try:
-                        results[str(photo)].predictions = classify(model, [data], top_k)[0]
+                        ((results[str(photo)].predictions,
+                          results[str(photo)].answer),) = answer_photos(model, [data], top_k)
                     except Exception as exc:  # the model raises ValueError; stay robust
                         results[str(photo)].error = f"not a readable image: {decode_error(exc)}"
             bar.update(len(batch))
@@ -208,18 +251,20 @@ def predict_photos(model, photos: Sequence[Path], top_k: int, batch_size: int = 
 
 
 def format_table(results: Sequence[PhotoResult]) -> str:
-    """A readable table: one line per (photo, rank); a failed photo gets one error line."""
-    header = ("photo", "#", "breed", "probability")
+    """A readable table: one line per (photo, rank), the answer in words on the first (ok,
+    unsure with the candidates, or unknown); a failed photo gets one error line."""
+    header = ("photo", "#", "breed", "probability", "answer")
     rows = [header]
     for result in results:
         for rank, pred in enumerate(result.predictions if result.ok else [], start=1):
+            said = answer_text(result.answer) if rank == 1 and result.answer else ""
             rows.append((result.path if rank == 1 else "", str(rank),
-                         display_name(pred["breed"]), f"{pred['probability']:.1%}"))
+                         display_name(pred["breed"]), f"{pred['probability']:.1%}", said))
     path_width = max(len(r.path) for r in results) if results else 0
     width = [max(path_width, len(header[0]))] + [max(len(row[i]) for row in rows)
                                                   for i in (1, 2)]
-    lines = [f"{r[0]:<{width[0]}}  {r[1]:>{width[1]}}  {r[2]:<{width[2]}}  {r[3]:>11}".rstrip()
-             for r in rows]
+    lines = [f"{r[0]:<{width[0]}}  {r[1]:>{width[1]}}  {r[2]:<{width[2]}}  {r[3]:>11}  {r[4]}"
+             .rstrip() for r in rows]
     # Failed photos come last, one unpadded line each: a long message must not stretch the
     # breed column.
     lines += [f"{r.path:<{width[0]}}  {'-':>{width[1]}}  error: {r.error}"
@@ -229,11 +274,12 @@ def format_table(results: Sequence[PhotoResult]) -> str:
 
 def csv_header(top_k: int) -> list[str]:
     ranks = [f"{name}_{i}" for i in range(1, top_k + 1) for name in ("breed", "prob")]
-    return ["path", "status", *ranks, "error"]
+    return ["path", "status", "breed", "probability", "candidates", "novelty", *ranks, "error"]
 
 
 def write_csv(results: Sequence[PhotoResult], out: TextIO, top_k: int) -> None:
-    """One row per photo: path, status, breed_1, prob_1, … breed_k, prob_k, error."""
+    """One row per photo: path, status (ok/unsure/unknown/error), breed, probability,
+    candidates (``;``-separated), novelty, breed_1, prob_1, … breed_k, prob_k, error."""
     writer = csv.writer(out)
     writer.writerow(csv_header(top_k))
     for result in results:
@@ -244,8 +290,12 @@ def write_csv(results: Sequence[PhotoResult], out: TextIO, top_k: int) -> None:
                 cells += [pred["breed"], f"{pred['probability']:.6f}"]
             else:
                 cells += ["", ""]
-        writer.writerow([result.path, "ok" if result.ok else "error", *cells,
-                         result.error or ""])
+        answer = result.answer
+        said = [answer.get("breed") or "",
+                "" if "probability" not in answer else f"{answer['probability']:.6f}",
+                ";".join(answer.get("candidates", [])),
+                "" if answer.get("novelty") is None else f"{answer['novelty']:.4f}"]
+        writer.writerow([result.path, result.status, *said, *cells, result.error or ""])
 
 
 def run_predict(paths: Sequence[str], model_uri: str, top_k: int = 3, as_json: bool = False,
