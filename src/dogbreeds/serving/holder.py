@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from dogbreeds.serving.predict import (
-    classify,
+    answer_photos,
     decode_error,
     display_name,
+    labelled_answer,
     load_model,
     no_model_error,
     open_store,
@@ -159,15 +160,22 @@ class ModelHolder:
         Raises:
             ApiError: 503 when no model is loaded, 400 when the model cannot decode the image.
         """
+        predictions, _, info = self.answer(image, top_k)
+        return predictions, info
+
+    def answer(self, image: bytes, top_k: int = DEFAULT_TOP_K
+               ) -> tuple[list[dict], dict, dict]:
+        """:meth:`predict` plus the model's answer in words
+        (:func:`dogbreeds.serving.predict.labelled_answer`: status, candidates, message)."""
         self.maybe_refresh()
         model, info = self._state
         if model is None:
             raise ApiError(503, "no model loaded")
         try:
             with self._predict_lock:
-                (ranked,) = classify(model, [image], top_k)
+                ((ranked, answer),) = answer_photos(model, [image], top_k)
         except ValueError as exc:
             raise ApiError(400, f"could not decode the image: {decode_error(exc)}") from exc
         predictions = [{"breed": item["breed"], "label": display_name(item["breed"]),
                         "probability": item["probability"]} for item in ranked]
-        return predictions, info
+        return predictions, labelled_answer(answer), info

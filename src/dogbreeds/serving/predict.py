@@ -190,7 +190,16 @@ def answer_text(answer: dict[str, Any]) -> str:
     if status == "unsure":
         names = ", ".join(display_name(b) for b in answer.get("candidates", []))
         return f"Not sure — one of: {names} (mixed breed?)"
-    return f"Most likely: {display_name(answer['breed'])} ({answer['probability']:.0%})"
+    return f"Most likely: {display_name(answer['breed'])} ({100 * answer['probability']:.0f} %)"
+
+
+def labelled_answer(answer: dict[str, Any]) -> dict[str, Any]:
+    """The answer for a page: breeds with their readable ``label`` and the ``message``."""
+    breed = answer.get("breed")
+    return {**answer, "label": None if breed is None else display_name(breed),
+            "candidates": [{"breed": b, "label": display_name(b)}
+                           for b in answer.get("candidates", [])],
+            "message": answer_text(answer)}
 
 
 def first_line(exc: BaseException) -> str:

@@ -5,7 +5,10 @@ One FastAPI app (:func:`create_app`) with:
 - ``GET /``: a single offline page (inline CSS and JS, no CDN) with upload and drag-and-drop;
 - ``POST /api/predict``: a multipart upload (any field name, ``file`` by convention) or the raw
   image as the request body → ``{"predictions": [{"breed", "label", "probability"}…],
-  "model": {...}}`` (``breed`` is the raw class label, ``label`` its human-readable form);
+  "answer": {"status", "breed", "label", "probability", "candidates", "novelty", "message"},
+  "model": {...}}`` (``breed`` is the raw class label, ``label`` its human-readable form;
+  ``answer`` is the model's ok / unsure / unknown verdict and the sentence the page shows,
+  the same as ``dogbreeds predict`` prints);
 - ``GET /api/health``: whether the model is loaded, and which one;
 - ``POST /api/reload``: load the model again now (e.g. after ``dogbreeds promote``).
 
@@ -104,8 +107,8 @@ def create_app(model_uri: str | None = None, *, holder: ModelHolder | None = Non
             raise ApiError(400, f"top_k must be between 1 and {MAX_TOP_K}")
         data = await read_upload(request, max_upload_bytes)
         fmt, width, height = check_image_header(data, max_pixels)
-        predictions, info = await run_in_threadpool(holder.predict, data, top_k)
-        return {"predictions": predictions, "model": info,
+        predictions, answer, info = await run_in_threadpool(holder.answer, data, top_k)
+        return {"predictions": predictions, "answer": answer, "model": info,
                 "image": {"format": fmt, "width": width, "height": height}}
 
     return app

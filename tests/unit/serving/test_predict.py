@@ -215,7 +215,7 @@ def test_table_json_and_csv_show_status_and_candidates(tmp_path):
                answered("c.jpg", "unknown", [], novelty=3.2),
                PhotoResult("d.jpg", error="not a readable image: empty file")]
     table = format_table(results).splitlines()
-    assert table[1].endswith("Most likely: Beagle (55%)")
+    assert table[1].endswith("Most likely: Beagle (55 %)")
     assert table[4].endswith("Not sure — one of: Beagle, Basset (mixed breed?)")
     assert table[7].endswith("This doesn't look like a dog breed this model knows")
     as_json = [r.to_dict() for r in results]

@@ -128,21 +128,12 @@ def trusted(tmp_path_factory):
     the raw Keras model."""
     import keras
 
-    from dogbreeds.models import trust, trust_report
-    from support import fakedata
+    from support.trusted_model import log_trusted_models
 
-    root = tmp_path_factory.mktemp("trusted")
-    _, df = fakedata.dataset_tree(root / "photos", per_breed=12, size=40, val=4, test=4)
-    keras_file = root / "model.keras"
-    tm.train_tiny_model(keras_file)
-    model = keras.models.load_model(keras_file, compile=False)
-    settings = trust.TrustSettings(coverage=0.9, false_alarm_rate=0.05, ece_bins=15)
-    result, files = trust_report.evaluate_trust(model, df, tm.CLASSES, tm.SIZE, 8, settings,
-                                                root / "report", root=root / "photos")
-    store.configure(root, "trusted")
-    with mlflow.start_run():
-        info = pyfunc.log_classifier(keras_file, tm.CLASSES, tm.SIZE, trust_dir=files["bundle"])
-    return pyfunc.load_classifier(info.model_uri), result.bundle, model
+    models = log_trusted_models(tmp_path_factory.mktemp("trusted"))
+    store.use_store(models.keras_file.parent)
+    return (pyfunc.load_classifier(models.fitted), models.bundle,
+            keras.models.load_model(models.keras_file, compile=False))
 
 
 def test_a_model_with_a_trust_bundle_answers_like_the_shared_answer_function(trusted):

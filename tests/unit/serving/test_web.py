@@ -5,15 +5,19 @@ concurrency."""
 from __future__ import annotations
 
 import io
+import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import cv2
 import mlflow
+import numpy as np
 import pytest
 import requests
 
 from dogbreeds.serving.uploads import MAX_UPLOAD_BYTES
 from dogbreeds.serving.web import create_app, serve
+from support import tiny_models as tm
 from support.crafted_images import png_header_only
 from support.tiny_registry import running_app
 
@@ -78,6 +82,9 @@ def test_upload_predicts_the_right_breed(server, registry):
         assert [p["probability"] for p in preds] == sorted((p["probability"] for p in preds),
                                                            reverse=True)
         assert body["model"]["version"] == "1" and body["model"]["alias"] == "champion"
+        # A model registered without a trust bundle answers "ok" with its top breed.
+        assert body["answer"]["status"] == "ok"
+        assert body["answer"]["message"].startswith(f"Most likely: {preds[0]['label']} (")
     golden = upload(server, registry.photos["golden_retriever"][1].read_bytes()).json()
     assert golden["predictions"][0]["label"] == "Golden retriever"
     assert golden["predictions"][0]["breed"] == "golden_retriever"
@@ -218,3 +225,32 @@ def test_serve_exits_2_when_the_model_is_missing(registry, capsys):
     assert exit_info.value.code == 2
     assert "no model at models:/dogbreeds@nobody: run `make repro` first" in \
         capsys.readouterr().err
+
+
+# ----- answers a shelter can trust ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trusted(tmp_path_factory):
+    from support.trusted_model import log_trusted_models
+
+    return log_trusted_models(tmp_path_factory.mktemp("trusted"))
+
+
+def test_the_answer_says_ok_unsure_or_unknown_in_words(trusted):
+    black = np.zeros((60, 80, 3), np.uint8)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", trusted.tracking_uri)
+        with running_app(create_app(trusted.fitted, refresh_seconds=None)) as url:
+            ok = upload(url, tm.breed_jpeg("papillon")).json()["answer"]
+            unknown = upload(url, cv2.imencode(".png", black)[1].tobytes(), "blank.png").json()
+        with running_app(create_app(trusted.hesitant, refresh_seconds=None)) as url:
+            unsure = upload(url, tm.breed_jpeg("papillon")).json()["answer"]
+    assert ok["status"] == "ok" and ok["breed"] == "papillon" and ok["candidates"] == [
+        {"breed": "papillon", "label": "Papillon"}]
+    assert re.fullmatch(r"Most likely: Papillon \(\d+ %\)", ok["message"])
+    assert unknown["answer"]["status"] == "unknown" and unknown["answer"]["breed"] is None
+    assert unknown["answer"]["message"] == "This doesn't look like a dog breed this model knows"
+    assert unknown["predictions"]  # the ranking is still there for whoever wants it
+    assert unsure["status"] == "unsure" and len(unsure["candidates"]) >= 2
+    assert unsure["message"].startswith("Not sure — one of: ")
+    assert unsure["message"].endswith("(mixed breed?)")
