@@ -25,7 +25,13 @@ features.
 Note: the offline backbone's last layers were fine-tuned on 19 Stanford Dogs breeds
 (``../shared/weights/README.md``), so a "held-out" breed may not be new to the backbone.
 
+With ``--serve`` the sample's model is then logged with its trust bundle (the registered
+pyfunc, into a temporary SQLite store) and served by ``mlflow models serve``: the cat
+``chelsea``, ``coffee``, ``astronaut``, a black image, a fully transparent PNG and three test
+dogs are posted as base64 JSON, and the served answers are recorded.
+
     python -m benchmarks.trust                      # the 4-breed sample (~2 min)
+    python -m benchmarks.trust --serve              # + mlflow models serve (~1 min more)
     python -m benchmarks.trust --dataset dev        # the 25-breed dev set (~4 min)
 """
 
@@ -72,6 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "of the sample, 5 of the dev set)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--name", default=None, help="results file name (default trust_<dataset>)")
+    parser.add_argument("--serve", action="store_true",
+                        help="also serve the model with its bundle via `mlflow models serve`")
     return parser.parse_args(argv)
 
 
@@ -293,8 +301,90 @@ def main(argv: list[str] | None = None) -> dict:
               "backbone_pass_seconds": round(t_pass["seconds"], 2),
               "all_breeds": result_all, "odd": odd_result, "odd_answers": odd_answers,
               "held_out": held_out, "held_out_summary": summary}
+    if args.serve:
+        result["served"] = served_answers(model, bundle, classes, args.image_size, odd,
+                                          df[df["split"] == "test"]["path"].head(3).tolist())
     write_result(name, result, load_before)
     return result
+
+
+def served_answers(model, bundle, classes: list[str], image_size: int, odd: dict,
+                   dog_paths: list[str]) -> dict:
+    """Log ``model`` + ``bundle`` as the pyfunc in a temporary store, serve it with
+    ``mlflow models serve`` and post photos to it; the answers by photo name."""
+    import base64
+    import json
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    import urllib.request
+
+    import mlflow
+    from PIL import Image
+
+    from dogbreeds.serving import pyfunc
+    from dogbreeds.tracking import store
+
+    def encoded(image) -> bytes:
+        if isinstance(image, bytes):
+            return image
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, format="PNG")
+        return buf.getvalue()
+
+    photos = {n: encoded(odd["non_dog"][n]) for n in ("chelsea", "coffee", "astronaut")}
+    photos.update({n: encoded(odd["blank"][n]) for n in ("black", "transparent_png_black")})
+    photos.update({f"test_dog_{Path(p).parent.name.split('-', 1)[1]}_{i}": Path(p).read_bytes()
+                   for i, p in enumerate(dog_paths)})
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        model.save(root / "model.keras")
+        bundle.save(root / "trust")
+        store.configure(root, "trust-serve")
+        with mlflow.start_run():
+            uri = pyfunc.log_classifier(root / "model.keras", classes, image_size,
+                                        trust_dir=root / "trust").model_uri
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env = {**os.environ, "MLFLOW_TRACKING_URI": store.local_tracking_uri(root)}
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", uri,
+             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+            start_new_session=True)
+        try:
+            deadline = time.monotonic() + 240
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                        break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError("mlflow models serve did not start") from None
+                    time.sleep(1)
+            body = {"dataframe_split": {"columns": ["image"], "data": [
+                [base64.b64encode(data).decode()] for data in photos.values()]},
+                    "params": {"top_k": 3}}
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
+                                             json.dumps(body).encode(),
+                                             {"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=120) as response:
+                answers = json.loads(response.read())["predictions"]
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+    served = {name: {k: a[k] for k in ("status", "breed", "probability", "candidates",
+                                       "novelty")}
+              for name, a in zip(photos, answers, strict=True)}
+    print("  served by mlflow models serve:")
+    for name, a in served.items():
+        print(f"    {name:32s} {a['status']:8s} novelty {a['novelty']:8.2f}  breed {a['breed']} "
+              f"candidates {a['candidates']}")
+    return served
 
 
 if __name__ == "__main__":
