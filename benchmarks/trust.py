@@ -350,12 +350,15 @@ def served_answers(model, bundle, classes: list[str], image_size: int, odd: dict
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        env = {**os.environ, "MLFLOW_TRACKING_URI": store.local_tracking_uri(root)}
+        # The venv's bin on PATH: mlflow starts the scoring server as a bare `uvicorn`.
+        env = {**os.environ, "MLFLOW_TRACKING_URI": store.local_tracking_uri(root),
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        log_path = SCRATCH / "trust_serve.log"
+        log = open(log_path, "w")  # noqa: SIM115 (closed in finally)
         proc = subprocess.Popen(
             [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", uri,
              "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-            cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-            start_new_session=True)
+            cwd=root, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
             deadline = time.monotonic() + 240
             while True:
@@ -364,7 +367,8 @@ def served_answers(model, bundle, classes: list[str], image_size: int, odd: dict
                         break
                 except OSError:
                     if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError("mlflow models serve did not start") from None
+                        raise RuntimeError("mlflow models serve did not start:\n"
+                                           + log_path.read_text()[-3000:]) from None
                     time.sleep(1)
             body = {"dataframe_split": {"columns": ["image"], "data": [
                 [base64.b64encode(data).decode()] for data in photos.values()]},
@@ -375,8 +379,10 @@ def served_answers(model, bundle, classes: list[str], image_size: int, odd: dict
             with urllib.request.urlopen(request, timeout=120) as response:
                 answers = json.loads(response.read())["predictions"]
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=30)
+            log.close()
     served = {name: {k: a[k] for k in ("status", "breed", "probability", "candidates",
                                        "novelty")}
               for name, a in zip(photos, answers, strict=True)}
