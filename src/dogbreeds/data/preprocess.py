@@ -1,22 +1,144 @@
 """The image preprocessing every model uses, in one place: training and inference share it.
 
-A model's input is a float32 RGB image of ``size × size`` in the 0–255 range, produced by
-:func:`decode_image` then :func:`resize`. Normalisation (rescaling, or a backbone's own
-``preprocess_input``) is a layer *inside* the model, so whatever feeds the model — the tf.data
-training pipeline, the registered pyfunc, the web demo — only has to get these two steps
-right, and they are these functions. Offline augmentation (OpenCV) is not preprocessing.
+A model's input is a float32 RGB image of ``size × size`` in the 0–255 range. Normalisation
+(rescaling, or a backbone's own ``preprocess_input``) is a layer *inside* the model, so
+whatever feeds the model — the tf.data training pipeline, the registered pyfunc, the web
+demo, an exported runtime — only has to get decoding and resizing right, and they are these
+functions:
+
+* :func:`decode_for_model` (TF graph): JPEG via ``tf.io.decode_jpeg`` with libjpeg's DCT
+  scaling (:func:`reduction`: a 12 MP photo is decoded at 1/8 of its side when the model needs
+  far fewer pixels, so it costs about what a 1 MP photo does), anything else via
+  ``tf.io.decode_image``. The training pipeline (:func:`load_image`) uses it as is.
+* :func:`load_bytes` (inference, one photo as a phone makes it): reads the header with Pillow
+  (format, mode, EXIF orientation); plain RGB/grayscale JPEGs go through the very same
+  :func:`decode_for_model` graph, then the EXIF orientation is applied; every other format
+  (HEIC/HEIF via pillow-heif, WebP, PNG, 16-bit, CMYK, palette…) is decoded by Pillow and
+  converted by :func:`pil_to_rgb`, then resized by the same :func:`resize`.
+
+Training files never need the Pillow branch: ``build_metadata`` gives every file that is not
+a plain upright RGB/grayscale JPEG an RGB JPEG copy made by :func:`pil_to_rgb` (orientation
+applied), so a photo looks the same to the model in training and in production. Offline
+augmentation (OpenCV) is not preprocessing.
 """
 
 from __future__ import annotations
 
+import functools
+import io
 import re
+import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Pillow format names of what :func:`load_bytes` decodes (HEIC files report "HEIF"; "MPO" is
+# the multi-picture JPEG some phones write: its first picture is a plain JPEG).
+ACCEPTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "HEIF", "GIF", "BMP")
+FORMAT_NAMES = "JPEG, PNG, WebP, HEIC/HEIF, GIF or BMP"  # for users, in messages and pages
+_TF_JPEG_FORMATS = {"JPEG", "MPO"}
+_TF_JPEG_MODES = {"RGB", "L"}  # what tf.io.decode_jpeg reads exactly as Pillow would
+
+# DCT scaling keeps at least this many times the model's side in pixels (so the bilinear
+# resize after it still starts from ≥ 2× its output). Stanford Dogs' ~500×375 photos are never
+# reduced for 160–224 px models; a 4032×3024 phone photo is decoded at 504×378.
+REDUCE_MARGIN = 2
+JPEG_SCALES = (8, 4, 2, 1)  # libjpeg's power-of-two DCT scalings, largest first
+
+# Modes with more than 8 bits per sample (16-bit PNG/TIFF, float): scaled, not clipped.
+_HIGH_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+EXIF_ORIENTATION = 0x0112
+
+
+@dataclass(frozen=True)
+class Header:
+    """What an encoded image's header says (no pixel decoded)."""
+
+    format: str
+    mode: str
+    width: int
+    height: int
+    orientation: int  # EXIF orientation 1–8 (1: stored upright)
+
+    @property
+    def upright_size(self) -> tuple[int, int]:
+        """``(width, height)`` as a person sees the photo (orientations 5–8 swap the sides)."""
+        return (self.height, self.width) if self.orientation in (5, 6, 7, 8) else (
+            self.width, self.height)
+
+
+@functools.cache
+def register_formats() -> None:
+    """Teach Pillow HEIC/HEIF (pillow-heif); once per process."""
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+
+
+def read_header(data: bytes) -> Header:
+    """Format, mode, size and EXIF orientation of encoded bytes, from the header alone.
+
+    Raises:
+        ValueError: not an image Pillow can identify (message says so).
+        PIL.Image.DecompressionBombError: the header claims an absurd pixel count.
+    """
+    register_formats()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                orientation = _orientation(image)
+                return Header(image.format or "", image.mode, *image.size, orientation)
+    except Image.DecompressionBombError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"not an image ({_short(exc)})") from exc
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        value = int(image.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:  # a broken EXIF block must not make the photo unreadable
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def reduction(height: tf.Tensor, width: tf.Tensor, size: tf.Tensor | int) -> tf.Tensor:
+    """Index into :data:`JPEG_SCALES` of the largest DCT scaling that keeps the short side
+    ≥ ``REDUCE_MARGIN × size`` (graph op; index 3 = no scaling)."""
+    short = tf.minimum(tf.cast(height, tf.int32), tf.cast(width, tf.int32))
+    need = REDUCE_MARGIN * tf.cast(size, tf.int32)
+    fits = tf.stack([short // scale >= need for scale in JPEG_SCALES[:-1]] + [tf.constant(True)])
+    return tf.cast(tf.argmax(tf.cast(fits, tf.int32)), tf.int32)
+
+
+def decode_for_model(data: tf.Tensor, size: tf.Tensor | int) -> tf.Tensor:
+    """Encoded bytes → uint8 RGB ``[H, W, 3]``, JPEGs DCT-scaled for a ``size`` px model.
+
+    Graph-friendly (the tf.data training pipeline maps it). Grayscale is expanded to three
+    channels and an alpha channel is dropped; EXIF orientation is not read here (see
+    :func:`load_bytes`).
+    """
+    def jpeg() -> tf.Tensor:
+        shape = tf.image.extract_jpeg_shape(data)
+        index = reduction(shape[0], shape[1], size)
+        branches = [functools.partial(tf.io.decode_jpeg, data, channels=3, ratio=scale)
+                    for scale in JPEG_SCALES]
+        return tf.switch_case(index, branches)
+
+    def other() -> tf.Tensor:
+        return decode_image(data)
+
+    image = tf.cond(tf.io.is_jpeg(data), jpeg, other)
+    image.set_shape([None, None, 3])
+    return image
 
 
 def decode_image(data: tf.Tensor) -> tf.Tensor:
-    """Encoded bytes (JPEG, PNG, GIF, BMP) → uint8 RGB ``[H, W, 3]``.
+    """Encoded bytes (JPEG, PNG, GIF, BMP, WebP) → uint8 RGB ``[H, W, 3]``, full size, by TF.
 
     Grayscale is expanded to three channels and an alpha channel is dropped.
     """
@@ -38,8 +160,103 @@ def resize(image: tf.Tensor, size: int) -> tf.Tensor:
 
 
 def load_image(path: tf.Tensor, size: int) -> tf.Tensor:
-    """Read a file and return the model-ready image (see module docstring)."""
-    return resize(decode_image(tf.io.read_file(path)), size)
+    """Read a training file and return the model-ready image (graph op)."""
+    return resize(decode_for_model(tf.io.read_file(path), size), size)
+
+
+def orient(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
+    """Apply an EXIF orientation (1–8) to ``[H, W, C]`` pixels: the photo as a person sees it.
+
+    The same transforms as ``PIL.ImageOps.exif_transpose`` (tests compare them).
+    """
+    branches = [
+        lambda: image,                                          # 1 upright
+        lambda: tf.image.flip_left_right(image),                # 2 mirrored
+        lambda: tf.image.rot90(image, k=2),                     # 3 upside down
+        lambda: tf.image.flip_up_down(image),                   # 4 mirrored upside down
+        lambda: tf.image.transpose(image),                      # 5 transpose
+        lambda: tf.image.rot90(image, k=3),                     # 6 stored 90° counter-clockwise
+        lambda: tf.image.rot90(tf.image.transpose(image), k=2),  # 7 transverse
+        lambda: tf.image.rot90(image, k=1),                     # 8 stored 90° clockwise
+    ]
+    return tf.switch_case(tf.cast(orientation, tf.int32) - 1, branches)
+
+
+@tf.function(input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int32),
+                              tf.TensorSpec([], tf.int32)])
+def _jpeg_to_input(data: tf.Tensor, orientation: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+    # One compiled call per photo: no per-op eager overhead on the serving path.
+    image = orient(decode_for_model(data, size), orientation)
+    return tf.image.resize(image, tf.stack([size, size]), method="bilinear")
+
+
+@tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8),
+                              tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)])
+def _pixels_to_input(image: tf.Tensor, orientation: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+    return tf.image.resize(orient(image, orientation), tf.stack([size, size]), method="bilinear")
+
+
+def load_bytes(data: bytes, size: int) -> np.ndarray:
+    """One encoded photo as a phone makes it → float32 ``[size, size, 3]`` model input.
+
+    EXIF orientation applied; JPEG (DCT-scaled), PNG, WebP, HEIC/HEIF, GIF, BMP; 16-bit,
+    CMYK, palette and alpha converted (see the module docstring for which decoder runs).
+
+    Raises:
+        ValueError: not an image, an unsupported format, or undecodable pixels.
+    """
+    header = read_header(data)
+    if header.format not in ACCEPTED_FORMATS:
+        raise ValueError(f"unsupported image format {header.format or 'unknown'} "
+                         f"(send {FORMAT_NAMES})")
+    orientation = tf.constant(header.orientation, tf.int32)
+    if header.format in _TF_JPEG_FORMATS and header.mode in _TF_JPEG_MODES:
+        image = _jpeg_to_input(tf.constant(data), orientation, tf.constant(size, tf.int32))
+    else:
+        pixels = pil_rgb(data, size)
+        image = _pixels_to_input(tf.constant(pixels), orientation, tf.constant(size, tf.int32))
+    return image.numpy()
+
+
+def pil_rgb(data: bytes, size: int | None = None) -> np.ndarray:
+    """Decode with Pillow (first frame) → uint8 RGB ``[H, W, 3]`` as stored (orientation is
+    left to the caller). With ``size``, a JPEG is DCT-scaled by the rule of :func:`reduction`.
+    """
+    register_formats()
+    with Image.open(io.BytesIO(data)) as image:
+        image.seek(0)
+        if size is not None and image.format in _TF_JPEG_FORMATS:
+            scale = JPEG_SCALES[int(reduction(image.height, image.width, size))]
+            if scale > 1:
+                image.draft(None, (-(-image.width // scale), -(-image.height // scale)))
+        return np.asarray(pil_to_rgb(image))
+
+
+def pil_to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow image → 8-bit RGB, the way the model's own decoder would see it.
+
+    Alpha is dropped, not composited: :func:`decode_image` drops it too, so a converted photo
+    looks like the same file does to TF. 16-bit and integer modes are scaled to 0–255 rather
+    than clipped; CMYK goes through Pillow's conversion.
+    """
+    if image.mode in _HIGH_BIT_MODES:
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if array.max(initial=0) > 255 else 255.0
+        if image.mode == "F" and array.max(initial=0) <= 1.0:
+            top = 1.0
+        gray = np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if image.mode in {"P", "PA"}:
+        image = image.convert("RGBA")
+    if image.mode in {"LA", "La"}:
+        image = image.convert("L")
+    return image.convert("RGB")
+
+
+def upright_rgb(image: Image.Image) -> Image.Image:
+    """A Pillow image as a person sees it: EXIF orientation applied, then 8-bit RGB
+    (what ``build_metadata`` writes for a training copy)."""
+    return pil_to_rgb(ImageOps.exif_transpose(image))
 
 
 def array_to_rgb(array: np.ndarray) -> np.ndarray:
@@ -62,23 +279,26 @@ def array_to_rgb(array: np.ndarray) -> np.ndarray:
     return array[..., :3]
 
 
+def prepare_one(item: np.ndarray | bytes, size: int) -> np.ndarray:
+    """Encoded bytes (:func:`load_bytes`) or a uint8 array → float32 ``[size, size, 3]``."""
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return load_bytes(bytes(item), size)
+    return resize(tf.constant(array_to_rgb(item)), size).numpy()
+
+
 def prepare_batch(images: list[np.ndarray | bytes], size: int) -> np.ndarray:
     """Encoded bytes or uint8 arrays (any size/layout) → float32 ``[N, size, size, 3]``.
 
     Raises:
         ValueError: ``image <i>: cannot decode (<reason>)`` for the first bad one.
     """
-    prepared = []
+    batch = np.zeros((len(images), size, size, 3), np.float32)
     for index, item in enumerate(images):
         try:
-            if isinstance(item, (bytes, bytearray)):
-                image = decode_image(tf.constant(bytes(item)))
-            else:
-                image = tf.constant(array_to_rgb(item))
-            prepared.append(resize(image, size))
+            batch[index] = prepare_one(item, size)
         except Exception as exc:  # TF raises InvalidArgumentError for undecodable bytes
             raise ValueError(f"image {index}: cannot decode ({_short(exc)})") from exc
-    return tf.stack(prepared).numpy() if prepared else np.zeros((0, size, size, 3), np.float32)
+    return batch
 
 
 def _short(exc: Exception) -> str:

@@ -35,6 +35,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from dogbreeds.data import preprocess
 from dogbreeds.serving.holder import DEFAULT_TOP_K, REFRESH_SECONDS, ModelHolder
 from dogbreeds.serving.predict import ModelLoadError
 from dogbreeds.serving.uploads import (
@@ -50,10 +51,19 @@ log = logging.getLogger(__name__)
 MAX_TOP_K = 20
 
 
-def index_html() -> str:
-    """The demo page (``static/index.html``, shipped as package data)."""
+# The file picker's filter: MIME types and extensions of what the decoder reads.
+ACCEPT = ("image/jpeg,image/png,image/webp,image/heic,image/heif,image/gif,image/bmp,"
+          ".jpg,.jpeg,.png,.webp,.heic,.heif,.gif,.bmp")
+
+
+def index_html(max_upload_bytes: int = MAX_UPLOAD_BYTES) -> str:
+    """The demo page (``static/index.html``, shipped as package data), naming the formats the
+    decoder really reads and the upload limit."""
     page = resources.files("dogbreeds.serving") / "static" / "index.html"
-    return page.read_text(encoding="utf-8")
+    return (page.read_text(encoding="utf-8")
+            .replace("__FORMATS__", preprocess.FORMAT_NAMES)
+            .replace("__ACCEPT__", ACCEPT)
+            .replace("__MAX_MB__", f"{max_upload_bytes / (1024 * 1024):g}"))
 
 
 def create_app(model_uri: str | None = None, *, holder: ModelHolder | None = None,
@@ -74,7 +84,7 @@ def create_app(model_uri: str | None = None, *, holder: ModelHolder | None = Non
     app = FastAPI(title="dogbreeds", summary="Which dog breed is in this photo?",
                   lifespan=lifespan)
     app.state.holder = holder
-    page = index_html()
+    page = index_html(max_upload_bytes)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
