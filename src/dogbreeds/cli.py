@@ -20,6 +20,7 @@ CHAMPION = "champion"
 # shared tracking server with MLFLOW_TRACKING_URI, or a folder holding only mlflow.db), and the
 # commands still need a model name: the one the project's params.yaml ships with.
 FALLBACK_MODEL_NAME = "dogbreeds"
+FALLBACK_SERVE = {"max_batch_size": 32, "max_wait_ms": 5}  # params.yaml's `serve`, likewise
 
 
 def registry_model_name(params_file: Path = PARAMS_FILE) -> str:
@@ -60,10 +61,27 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                        top_k=args.top_k, as_json=args.json, csv_path=args.csv)
 
 
+def serve_batching(args: argparse.Namespace, params_file: Path = PARAMS_FILE):
+    """``serve`` from ``params_file`` (FALLBACK_SERVE outside a project), flags overriding."""
+    import dataclasses
+
+    import yaml
+
+    from dogbreeds.serving.batching import BatchSettings
+
+    params = (yaml.safe_load(params_file.read_text(encoding="utf-8")) or {}
+              if params_file.is_file() else {"serve": FALLBACK_SERVE})
+    settings = BatchSettings.from_params(params)
+    flags = {name: getattr(args, name) for name in ("max_batch_size", "max_wait_ms")
+             if getattr(args, name) is not None}
+    return dataclasses.replace(settings, **flags).checked()
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from dogbreeds.serving.web import serve
 
-    serve(model_uri=args.model or default_model_uri(), host=args.host, port=args.port)
+    serve(model_uri=args.model or default_model_uri(), host=args.host, port=args.port,
+          batching=serve_batching(args))
     return 0
 
 
@@ -110,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-batch-size", type=int, metavar="N",
+                   help="photos per model call when requests arrive together "
+                        "(default: serve.max_batch_size in ./params.yaml)")
+    p.add_argument("--max-wait-ms", type=float, metavar="MS",
+                   help="longest a photo waits for others to join its call; a lone request "
+                        "never waits (default: serve.max_wait_ms in ./params.yaml)")
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("promote", help="point an alias (champion) at a registered version")

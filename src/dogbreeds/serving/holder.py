@@ -6,8 +6,10 @@ default; one registry lookup, cheap) and, if the alias now points at another ver
 request loads it and swaps it in — requests in flight keep using the old model, nothing is
 dropped. :meth:`ModelHolder.load` does the same immediately (``POST /api/reload``).
 
-Inference runs one call at a time behind a lock: a Keras model behind a pyfunc wrapper is not
-documented as thread-safe.
+:meth:`ModelHolder.predict` runs one call at a time behind a lock (a pyfunc wrapper is not
+documented as thread-safe); the web demo instead takes the model's scorer
+(:meth:`ModelHolder.scorer`: decode + compiled forward pass) and batches its calls
+(:mod:`dogbreeds.serving.batching`).
 """
 
 from __future__ import annotations
@@ -153,6 +155,21 @@ class ModelHolder:
         finally:
             self._check_lock.release()
 
+    def scorer(self) -> tuple[Any, dict[str, Any]]:
+        """The served model's scorer (``preprocess``, ``probabilities``, ``classes``) and its
+        description, after the alias check.
+
+        Raises:
+            ApiError: 503 when no model is loaded.
+        """
+        self.maybe_refresh()
+        model, info = self._state
+        if model is None:
+            raise ApiError(503, "no model loaded")
+        # A pyfunc wraps the BreedClassifier; an exported runtime is its own scorer.
+        unwrap = getattr(model, "unwrap_python_model", None)
+        return (unwrap() if unwrap else model), info
+
     def predict(self, image: bytes, top_k: int = DEFAULT_TOP_K) -> tuple[list[dict], dict]:
         """Top-k predictions for one encoded image, and the description of the model used.
 
@@ -168,6 +185,10 @@ class ModelHolder:
                 (ranked,) = classify(model, [image], top_k)
         except ValueError as exc:
             raise ApiError(400, f"could not decode the image: {decode_error(exc)}") from exc
-        predictions = [{"breed": item["breed"], "label": display_name(item["breed"]),
-                        "probability": item["probability"]} for item in ranked]
-        return predictions, info
+        return labelled(ranked), info
+
+
+def labelled(ranked: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``[{"breed", "probability"}]`` → the API's ``[{"breed", "label", "probability"}]``."""
+    return [{"breed": item["breed"], "label": display_name(item["breed"]),
+             "probability": item["probability"]} for item in ranked]

@@ -18,12 +18,16 @@ reading (413), the image header checked before anything decodes it (413 for a de
 bomb, 415 for non-images, 400 for empty bodies); undecodable images get 400. Every error is
 JSON ``{"error": message}`` and the server keeps serving.
 
-**Concurrency.** Inference runs in the threadpool, one call at a time behind the holder's lock,
-so the event loop stays free and concurrent requests queue instead of failing.
+**Concurrency.** Each request decodes its photo in the thread pool, in parallel with the
+model; photos that arrive together are then predicted in one model call by the batcher
+(:mod:`dogbreeds.serving.batching`: at most ``max_batch_size`` photos, waiting at most
+``max_wait_ms`` for more, never when no other request is on its way). The event loop stays free
+and a bad upload fails alone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sys
@@ -36,8 +40,10 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from dogbreeds.data import preprocess
-from dogbreeds.serving.holder import DEFAULT_TOP_K, REFRESH_SECONDS, ModelHolder
-from dogbreeds.serving.predict import ModelLoadError
+from dogbreeds.serving.batching import BatchSettings, Batcher
+from dogbreeds.serving.holder import DEFAULT_TOP_K, REFRESH_SECONDS, ModelHolder, labelled
+from dogbreeds.serving.predict import ModelLoadError, decode_error
+from dogbreeds.serving.pyfunc import rank
 from dogbreeds.serving.uploads import (
     MAX_PIXELS,
     MAX_UPLOAD_BYTES,
@@ -49,6 +55,8 @@ from dogbreeds.serving.uploads import (
 log = logging.getLogger(__name__)
 
 MAX_TOP_K = 20
+# Without settings (a library caller, the tests): one photo per model call, no waiting.
+UNBATCHED = BatchSettings(max_batch_size=1, max_wait_ms=0.0)
 
 
 # The file picker's filter: MIME types and extensions of what the decoder reads.
@@ -68,8 +76,10 @@ def index_html(max_upload_bytes: int = MAX_UPLOAD_BYTES) -> str:
 
 def create_app(model_uri: str | None = None, *, holder: ModelHolder | None = None,
                refresh_seconds: float | None = REFRESH_SECONDS,
-               max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS) -> FastAPI:
-    """The web app serving ``model_uri`` (or an existing ``holder``; loaded at start-up)."""
+               max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS,
+               batching: BatchSettings = UNBATCHED) -> FastAPI:
+    """The web app serving ``model_uri`` (or an existing ``holder``; loaded at start-up);
+    ``batching`` bounds its dynamic batches (``serve`` in params.yaml for ``dogbreeds serve``)."""
     if holder is None:
         if model_uri is None:
             raise ValueError("create_app needs a model_uri or a holder")
@@ -80,10 +90,12 @@ def create_app(model_uri: str | None = None, *, holder: ModelHolder | None = Non
         if not holder.loaded:
             await run_in_threadpool(holder.load)
         yield
+        batcher.close()
 
     app = FastAPI(title="dogbreeds", summary="Which dog breed is in this photo?",
                   lifespan=lifespan)
     app.state.holder = holder
+    app.state.batcher = batcher = Batcher(batching)
     page = index_html(max_upload_bytes)
 
     @app.exception_handler(ApiError)
@@ -97,7 +109,7 @@ def create_app(model_uri: str | None = None, *, holder: ModelHolder | None = Non
     @app.get("/api/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok" if holder.loaded else "no model", "model_loaded": holder.loaded,
-                "model": holder.info}
+                "model": holder.info, "batching": batcher.stats()}
 
     @app.post("/api/reload")
     async def reload() -> JSONResponse:
@@ -114,15 +126,24 @@ def create_app(model_uri: str | None = None, *, holder: ModelHolder | None = Non
             raise ApiError(400, f"top_k must be between 1 and {MAX_TOP_K}")
         data = await read_upload(request, max_upload_bytes)
         fmt, width, height = check_image_header(data, max_pixels)
-        predictions, info = await run_in_threadpool(holder.predict, data, top_k)
-        return {"predictions": predictions, "model": info,
+        scorer, info = await run_in_threadpool(holder.scorer)
+        with batcher.ticket() as ticket:
+            try:
+                (pixels,) = await run_in_threadpool(scorer.preprocess, [data])
+            except ValueError as exc:
+                raise ApiError(400, f"could not decode the image: {decode_error(exc)}") from exc
+            answer = ticket.submit(scorer, pixels)
+        row = await asyncio.wrap_future(answer)
+        (ranked,) = rank(row[None, :], scorer.classes, top_k)["top_k"]
+        return {"predictions": labelled(ranked), "model": info,
                 "image": {"format": fmt, "width": width, "height": height}}
 
     return app
 
 
 def serve(model_uri: str, host: str = "127.0.0.1", port: int = 8000, *,
-          refresh_seconds: float | None = REFRESH_SECONDS) -> None:
+          refresh_seconds: float | None = REFRESH_SECONDS,
+          batching: BatchSettings = UNBATCHED) -> None:
     """Load the model, then serve the demo with uvicorn until interrupted.
 
     Exits with status 2 and a clear message when the model cannot be loaded.
@@ -136,5 +157,7 @@ def serve(model_uri: str, host: str = "127.0.0.1", port: int = 8000, *,
     except ModelLoadError as exc:
         print(f"dogbreeds serve: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    print(f"dogbreeds serve: model {info}; open http://{host}:{port}/", flush=True)
-    uvicorn.run(create_app(holder=holder), host=host, port=port)
+    print(f"dogbreeds serve: model {info}; batches of up to {batching.max_batch_size} photos "
+          f"(waiting at most {batching.max_wait_ms:g} ms); open http://{host}:{port}/",
+          flush=True)
+    uvicorn.run(create_app(holder=holder, batching=batching), host=host, port=port)
