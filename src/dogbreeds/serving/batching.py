@@ -52,7 +52,8 @@ class BatchSettings:
         from dogbreeds.settings import SettingsError
 
         if self.max_batch_size < 1:
-            raise SettingsError(f"serve.max_batch_size must be at least 1, got {self.max_batch_size}")
+            raise SettingsError(
+                f"serve.max_batch_size must be at least 1, got {self.max_batch_size}")
         if self.max_wait_ms < 0:
             raise SettingsError(f"serve.max_wait_ms must not be negative, got {self.max_wait_ms}")
         return self

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import requests
 
-from dogbreeds.serving.batching import BatchSettings, Batcher
+from dogbreeds.serving.batching import Batcher, BatchSettings
 from dogbreeds.serving.web import create_app
 from dogbreeds.settings import SettingsError
 from support.tiny_registry import running_app
