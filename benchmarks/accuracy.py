@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.common import ROOT, load, write_result
+from dogbreeds.data import tables
 from pipeline.common import PARAMS_FILE, load_params
 
 NAME = "accuracy"
@@ -36,9 +37,9 @@ def main(argv: list[str] | None = None) -> dict:
     table = pd.read_csv(table_path)
     params = load_params(project / PARAMS_FILE)
     images = None
-    metadata = project / "data" / "split" / "split.parquet"
-    if metadata.is_file():
-        split = pd.read_parquet(metadata, columns=["split"])
+    split_table = tables.table_path(params, project, "split")
+    if split_table.is_file():
+        split = tables.read_table(split_table, columns=["split"])
         images = split["split"].value_counts().to_dict()
     print(f"{NAME}: {table_path}  (breeds {params['data']['breeds']}, images {images})")
     print(table.to_string(index=False))

@@ -12,12 +12,16 @@ Same files, same output (float32 ``[32, S, S, 3]`` batches in 0–255 RGB), one 
   bilinear resize instead, to measure what antialiasing (which
   :func:`dogbreeds.data.preprocess.resize` leaves out) would cost.
 
+Then, on its own, ``small_files``: ``make_dataset`` alone (no flip, not shuffled) over 24
+tiny 40×40 JPEGs listed 10 times, resized to 128 px, batch 32: the per-image overhead of the
+pipeline when decoding costs almost nothing (it was a print-only test before).
+
 Each path runs one untimed warm-up epoch (tracing, page cache), then ``--repeats`` timed
 rounds with the paths interleaved (so load from other jobs hits them alike); the median
 epoch gives images/s. Ratios are the project's images/s over each
 alternative's (target: ≥ 1× image_dataset_from_directory).
 
-    python -m benchmarks.input_pipeline [--per-breed 125] [--image-size 224]
+    python -m benchmarks.input_pipeline [--per-breed 125] [--image-size 224] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ NAME = "input_pipeline"
 def link_tree(df, name: str) -> Path:
     """A class-per-folder tree of symlinks to exactly ``df``'s files (for the Keras loader)."""
     root = SCRATCH / name
-    for path, breed in zip(df["path"], df["breed"]):
+    for path, breed in zip(df["path"], df["breed"], strict=True):
         link = root / breed / Path(path).name
         if not link.exists():
             link.parent.mkdir(parents=True, exist_ok=True)
@@ -63,6 +67,23 @@ def measure(runs: dict, n_images: int, repeats: int) -> dict:
     return {label: {"epoch_seconds": [round(t, 3) for t in ts],
                     "images_per_second": round(n_images / statistics.median(ts), 1)}
             for label, ts in times.items()}
+
+
+def small_files(repeats: int) -> dict:
+    """``make_dataset`` images/s over tiny files: 24 JPEGs of 40 px listed 10 times → 128 px."""
+    import pandas as pd
+
+    from dogbreeds.data.datasets import class_names, make_dataset
+
+    files = synthetic_tree("input-small", 24, 3, (40, 40))
+    df = pd.concat([files] * 10, ignore_index=True)
+    ds = make_dataset(df, class_names(df), 128, 32)
+    results = measure({"small_files": lambda: sum(len(labels) for _, labels in ds)}, len(df),
+                      repeats)["small_files"]
+    print(f"  small_files (make_dataset, {len(df)} 40-px JPEGs -> 128 px) "
+          f"{results['images_per_second']:8.1f} images/s (epochs {results['epoch_seconds']} s)")
+    return {"n_images": len(df), "source_size": 40, "image_size": 128, "batch_size": 32,
+            **results}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -154,12 +175,14 @@ def main(argv: list[str] | None = None) -> dict:
               for k, v in results.items() if k != "project"}
     for k, v in ratios.items():
         print(f"  {k}: {v:.2f}x")
+    small = small_files(args.repeats)
     return_value = {
         "inputs": {"source": source, "n_images": n, "image_size": size, "batch_size": batch,
                    "repeats": args.repeats, "augmentation": "random horizontal flip"},
         "images_per_second": {k: v["images_per_second"] for k, v in results.items()},
         "epoch_seconds": {k: v["epoch_seconds"] for k, v in results.items()},
         "ratios": ratios,
+        "small_files": small,
         "target_project_over_image_dataset_from_directory_min": 1.0,
         "notes": "project resize is plain bilinear (same as inference), as is Keras' loader; "
                  "project_with_antialias is the project's path with antialias=True; OpenCV "

@@ -11,11 +11,9 @@ import time
 
 import mlflow
 
-from dogbreeds.data import augment
-from dogbreeds.tracking import figures
-from dogbreeds.data import metadata
-from dogbreeds.tracking import store
-from pipeline.common import load_params, project_root, table_path
+from dogbreeds.data import augment, tables
+from dogbreeds.tracking import figures, store
+from pipeline.common import load_params, project_root
 
 STAGE = "augment"
 PREVIEW_PHOTOS = 4
@@ -23,30 +21,28 @@ PREVIEW_PHOTOS = 4
 
 def main() -> None:
     params = load_params()
+    settings = augment.AugmentStageSettings.from_params(params)
     root = project_root()
-    cfg = params[STAGE]
-    out_dir = root / cfg["output"]
-    images_dir = out_dir / "images"
-    with store.stage_run(STAGE, root, params={STAGE: cfg},
+    images_dir = root / settings.output / "images"
+    with store.stage_run(STAGE, root, params={STAGE: params[STAGE]},
                             experiment=params["base"]["experiment"]):
-        split_df = metadata.read_table(table_path(params, root, "split"))
+        split_df = tables.read_stage_table(params, root, "split")
         shutil.rmtree(images_dir, ignore_errors=True)  # no stale copies from other settings
         start = time.perf_counter()
-        if cfg["enabled"]:
-            settings = augment.AugmentSettings.from_params(cfg)
-            augmented = augment.augment_split(split_df, root, images_dir, settings)
+        if settings.enabled:
+            augmented = augment.augment_split(split_df, root, images_dir, settings.images)
         else:
             augmented = split_df.iloc[0:0]
         seconds = time.perf_counter() - start
         dataset = augment.build_dataset(split_df, augmented)
-        metadata.write_table(dataset, table_path(params, root, STAGE))
+        tables.write_stage_table(dataset, params, root, STAGE)
 
         summary = augment.summarize(dataset)
         mlflow.log_metrics({**summary, "seconds": seconds,
                             "images_per_second": len(augmented) / max(seconds, 1e-9)})
         if len(augmented):
             originals, copies, labels = augment.preview(augmented, root, PREVIEW_PHOTOS,
-                                                        int(cfg["seed"]))
+                                                        settings.images.seed)
             mlflow.log_figure(figures.augmentation_rows(originals, copies, labels),
                               "figures/augmentations.png")
     print(f"{STAGE}: {summary['augmented']} augmented copies of {summary['train_originals']} "

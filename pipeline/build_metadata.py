@@ -14,11 +14,10 @@ from pathlib import Path
 import mlflow
 import numpy as np
 
-from dogbreeds.tracking import figures
-from dogbreeds.data import metadata
-from dogbreeds.tracking import store
+from dogbreeds.data import convert, metadata, tables
 from dogbreeds.jsonfile import write_json
-from pipeline.common import load_params, project_root, table_path
+from dogbreeds.tracking import figures, store
+from pipeline.common import load_params, project_root
 
 STAGE = "build_metadata"
 MAX_PARQUET_ARTIFACT_BYTES = 5 * 2**20  # log the table itself only when it is small
@@ -41,25 +40,23 @@ def log_figures(df, per_breed: dict, root: Path, grid_size: int, seed: int) -> N
 
 def main() -> None:
     params = load_params()
+    settings = metadata.MetadataSettings.from_params(params)
     root = project_root()
-    out_dir = Path(params[STAGE]["output"])
-    converted_dir = out_dir / "converted"
+    converted_dir = settings.output / "converted"
     with store.stage_run(STAGE, root, params={"data": params["data"], STAGE: params[STAGE]},
                             experiment=params["base"]["experiment"]):
         start = time.perf_counter()
-        df = metadata.build_metadata(root / params["data"]["raw_dir"], params["data"]["breeds"],
-                                     relative_to=root)
+        df = metadata.build_metadata(root / settings.raw_dir, settings.breeds, relative_to=root)
         scan_seconds = time.perf_counter() - start
         shutil.rmtree(root / converted_dir, ignore_errors=True)  # no stale copies
         (root / converted_dir).mkdir(parents=True)
-        df = metadata.convert_images(df, root, converted_dir)
+        df = convert.convert_images(df, root, converted_dir)
         # What was converted and why; also keeps the DVC output dir non-empty (DVC warns).
         converted = df[df["status"] == metadata.CONVERTED][["path", "source", "reason"]]
         converted.to_csv(root / converted_dir / "index.csv", index=False)
-        parquet = table_path(params, root, STAGE)
-        metadata.write_table(df, parquet)
+        parquet = tables.write_stage_table(df, params, root, STAGE)
         summary = metadata.summarize(df)
-        write_json(root / out_dir / "summary.json", summary)
+        write_json(root / settings.output / "summary.json", summary)
 
         mlflow.log_metrics({"images": summary["images"], "usable": summary["usable"],
                             "breeds": summary["breeds"], "scan_seconds": scan_seconds,
@@ -68,8 +65,7 @@ def main() -> None:
         mlflow.log_dict(summary, "summary.json")
         odd = df[df["status"] != metadata.OK][["path", "source", "status", "reason"]]
         mlflow.log_text(odd.to_csv(index=False), "odd_files.csv")
-        log_figures(df, summary["per_breed"], root, int(params[STAGE]["sample_grid"]),
-                    int(params["base"]["seed"]))
+        log_figures(df, summary["per_breed"], root, settings.sample_grid, settings.seed)
         if parquet.stat().st_size <= MAX_PARQUET_ARTIFACT_BYTES:
             mlflow.log_artifact(str(parquet))
     print(f"{STAGE}: {summary['images']} files, {summary['usable']} usable, "

@@ -1,4 +1,7 @@
-"""What every stage module shares: the params file, the project root, the tables stages pass on."""
+"""What every stage module shares: the params file, the project root, the backbone argument.
+
+Where each stage's table lives, and how it is read and written: :mod:`dogbreeds.data.tables`.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +12,6 @@ from typing import Any
 import yaml
 
 PARAMS_FILE = "params.yaml"
-# The table each stage writes into its ``output`` folder for the stages after it.
-TABLES = {"build_metadata": "images.parquet", "split": "split.parquet",
-          "augment": "dataset.parquet"}
 
 
 def project_root() -> Path:
@@ -23,11 +23,6 @@ def load_params(path: Path | str = PARAMS_FILE) -> dict[str, Any]:
     """The whole params.yaml as a dict."""
     with open(path, encoding="utf-8") as f:
         return yaml.safe_load(f) or {}
-
-
-def table_path(params: dict[str, Any], root: Path, stage: str) -> Path:
-    """Where ``stage`` writes its table (``<params[stage].output>/<TABLES[stage]>``)."""
-    return Path(root) / params[stage]["output"] / TABLES[stage]
 
 
 def backbone_argument(stage: str, argv: list[str] | None = None) -> str:

@@ -11,8 +11,8 @@ import logging
 import mlflow
 
 from dogbreeds.data import download
-from dogbreeds.tracking import store
 from dogbreeds.jsonfile import write_json
+from dogbreeds.tracking import store
 from pipeline.common import load_params, project_root
 
 REPORT_FILE = "download_report.json"
@@ -21,22 +21,16 @@ REPORT_FILE = "download_report.json"
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params()
-    cfg = params["download"]
+    settings = download.DownloadSettings.from_params(params)
     root = project_root()
-    raw_dir = root / params["data"]["raw_dir"]
+    raw_dir = root / settings.raw_dir
     with store.stage_run("download", root,
-                            params={"download": cfg, "data.raw_dir": params["data"]["raw_dir"]},
+                            params={"download": params["download"],
+                                    "data.raw_dir": params["data"]["raw_dir"]},
                             experiment=params["base"]["experiment"]):
         report = download.download_dataset(
-            base_urls=[cfg["base_url"], *(cfg.get("mirrors") or [])],
-            archives=cfg["archives"],
-            cache_dir=root / cfg["cache_dir"],
-            raw_dir=raw_dir,
-            checksums=cfg.get("checksums") or {},
-            verify=bool(cfg.get("verify", True)),
-            timeout=float(cfg["timeout"]),
-            retries=int(cfg["retries"]),
-        )
+            settings.base_urls, settings.archives, root / settings.cache_dir, raw_dir,
+            settings.checksums, settings.verify, settings.fetch_options())
         # Timings and cache use stay out of the DVC output: a re-run that fetched the same
         # bytes must give the same data/raw hash (downstream stages then do not re-run).
         stable = {key: value for key, value in report.items() if key != "stats"}

@@ -16,11 +16,12 @@ from typing import Any
 import mlflow
 import pandas as pd
 
+from dogbreeds.data import tables
 from dogbreeds.models import evaluation
 from dogbreeds.tracking import registry
 from dogbreeds.tracking import store
 from dogbreeds.jsonfile import write_json
-from pipeline.common import load_params, project_root, table_path
+from pipeline.common import load_params, project_root
 
 STAGE = "evaluate"
 
@@ -81,7 +82,7 @@ def main() -> None:
     root = project_root()
     ev, reg = params["evaluate"], params["registry"]
     out = root / ev["output"]
-    dataset = pd.read_parquet(table_path(params, root, "augment"))
+    dataset = tables.read_stage_table(params, root, "augment")
     test_df = evaluation.test_frame(dataset)
     models = evaluation.find_models(model_dirs(params, root))
     if not models:

@@ -9,14 +9,13 @@ images, so changing head params reruns only that stage.
 from __future__ import annotations
 
 import mlflow
-import pandas as pd
 
 from dogbreeds.models import backbones
-from dogbreeds.data import datasets
+from dogbreeds.data import datasets, tables
 from dogbreeds.models import features
 from dogbreeds.tracking import store
 from dogbreeds.models import training
-from pipeline.common import backbone_argument, load_params, project_root, table_path
+from pipeline.common import backbone_argument, load_params, project_root
 
 STAGE = "features"
 PARAMS = ("weights", "image_size", "pooling", "use_augmented", "batch_size", "features_dir")
@@ -34,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
                                                  **{k: cfg[k] for k in PARAMS}},
                             experiment=base["experiment"], run_name=f"{STAGE}@{name}",
                             extra_tags={"backbone": name}):
-        df = pd.read_parquet(table_path(params, root, "augment"))
+        df = tables.read_stage_table(params, root, "augment")
         by_split, index, meta, extractor = features.compute_feature_cache(
             df, datasets.class_names(df), name, cfg["weights"], image_size, cfg["pooling"],
             int(cfg["batch_size"]), root, use_augmented=bool(cfg["use_augmented"]))

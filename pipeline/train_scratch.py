@@ -8,14 +8,13 @@ continues from the last finished epoch.
 
 from __future__ import annotations
 
-import pandas as pd
 
-from dogbreeds.data import datasets
+from dogbreeds.data import datasets, tables
 from dogbreeds.models import builders
 from dogbreeds.tracking import store
 from dogbreeds.models import training
 from dogbreeds.models.distribute import global_batch_size, make_strategy
-from pipeline.common import load_params, project_root, table_path
+from pipeline.common import load_params, project_root
 
 STAGE = "train_scratch"
 
@@ -33,7 +32,7 @@ def main() -> None:
 
     with store.stage_run(STAGE, root, params={"base": base, STAGE: cfg},
                             experiment=base["experiment"]):
-        df = pd.read_parquet(table_path(params, root, "augment"))
+        df = tables.read_stage_table(params, root, "augment")
         classes, train_df, val_df, train_ds, val_ds = datasets.train_val_datasets(
             df, image_size, batch_size, use_augmented=bool(cfg["use_augmented"]), seed=seed,
             root=root)

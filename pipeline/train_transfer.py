@@ -7,14 +7,13 @@ model takes raw 0–255 images. Work state lives in ``checkpoints/<backbone>/``.
 
 from __future__ import annotations
 
-import pandas as pd
 
-from dogbreeds.data import datasets
+from dogbreeds.data import datasets, tables
 from dogbreeds.models import features
 from dogbreeds.tracking import store
 from dogbreeds.models import training
 from dogbreeds.models.distribute import global_batch_size, make_strategy
-from pipeline.common import backbone_argument, load_params, project_root, table_path
+from pipeline.common import backbone_argument, load_params, project_root
 
 STAGE = "train_transfer"
 
@@ -32,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
         cache = features.load_feature_cache(root / cfg["features_dir"] / name)
         frames = None
         if int(cfg["fine_tune_layers"]) > 0 and int(cfg["fine_tune_epochs"]) > 0:
-            df = pd.read_parquet(table_path(params, root, "augment"))
+            df = tables.read_stage_table(params, root, "augment")
             train_df, val_df, _ = datasets.training_frames(df, bool(cfg["use_augmented"]))
             frames = (train_df, val_df)
         strategy = make_strategy(base.get("distribute"))

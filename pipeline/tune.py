@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import os
 
-import pandas as pd
-
-from dogbreeds.data import datasets
+from dogbreeds.data import datasets, tables
 from dogbreeds.models import training
 from dogbreeds.tracking import store
 from dogbreeds.models import tuning
 from dogbreeds.models.distribute import global_batch_size, make_strategy
 from dogbreeds.jsonfile import write_json
-from pipeline.common import load_params, project_root, table_path
+from pipeline.common import load_params, project_root
 
 STAGE = "tune"
 
@@ -37,7 +35,7 @@ def main() -> None:
     with store.stage_run(STAGE, root, params={"base": base, "tune": tune,
                                                  "train_scratch": scratch},
                             experiment=base["experiment"]):
-        df = pd.read_parquet(table_path(params, root, "augment"))
+        df = tables.read_stage_table(params, root, "augment")
         classes, train_df, val_df, train_ds, val_ds = datasets.train_val_datasets(
             df, image_size, batch_size, use_augmented=bool(scratch["use_augmented"]), seed=seed,
             root=root)

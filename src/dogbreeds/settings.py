@@ -119,3 +119,17 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
 
 def _name(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
+
+
+def value(params: Mapping[str, Any], dotted: str, hint: Any) -> Any:
+    """The value at the dotted key (``"data.raw_dir"``) as type ``hint``; a missing or wrong
+    value is a :class:`SettingsError` naming the key. For a settings field that comes from
+    another section (pass it to :func:`from_section` as an ``extra``)."""
+    parent, _, key = dotted.rpartition(".")
+    values = section(params, parent) if parent else params
+    if key not in values:
+        raise SettingsError(f"params.yaml: missing {dotted}")
+    try:
+        return coerce(values[key], hint, dotted)
+    except SettingsError as exc:
+        raise SettingsError(f"params.yaml: {exc}") from None

@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import scipy.io
+from PIL import Image
 
 BREEDS = {
     "n02085620": "Chihuahua",
@@ -184,3 +185,44 @@ def dataset_tree(root: Path, per_breed: int, size: int, val: int, test: int):
     """A :func:`make_tree` tree under ``root`` and its :func:`dataset_frame` table."""
     return root, dataset_frame(root, make_tree(root, per_breed=per_breed, size=size),
                                val=val, test=test)
+
+
+# --------------------------------------------------------------------------- odd photo files
+
+CHIHUAHUA = "n02085620-Chihuahua"
+
+
+def random_rgb(height: int = 40, width: int = 50) -> np.ndarray:
+    return np.random.default_rng(1).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def encoded_image(image: Image.Image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def write_bad_files(images_dir: Path) -> dict[str, tuple[str, str]]:
+    """Odd files in the Chihuahua folder; returns {stem: (expected status, reason part)}."""
+    folder = images_dir / CHIHUAHUA
+    good = next(iter(sorted(folder.glob("*.jpg")))).read_bytes()
+    rgb = random_rgb()
+    files = {
+        "n02085620_1": (b"", "empty", "zero-byte"),
+        "n02085620_2": (good[: len(good) // 2], "truncated", "end-of-image"),
+        "n02085620_3": (encoded_image(Image.fromarray(rgb), "PNG"), "converted", "PNG data (RGB)"),
+        "n02085620_4": (encoded_image(Image.fromarray(rgb[..., 0]), "JPEG"), "ok", ""),
+        "n02085620_5": (encoded_image(Image.fromarray(rgb).convert("CMYK"), "JPEG"), "converted",
+                        "CMYK JPEG"),
+        "n02085620_6": (encoded_image(Image.fromarray(np.dstack([rgb, rgb[..., :1]])), "PNG"),
+                        "converted", "PNG data (RGBA)"),
+        "n02085620_7": (b"this is a text file, not a photo\n", "unreadable", "not an image"),
+        "n02085620_8": (encoded_image(Image.fromarray(rgb[..., 0].astype(np.uint16) * 257), "PNG"),
+                        "converted", "I;16"),
+        "n02085620_9": (encoded_image(Image.fromarray(rgb).convert("P"), "GIF"), "converted",
+                        "GIF data (P)"),
+        "n02085620_10": (good + b"\x00" * 20, "ok", ""),  # padding after the EOI marker
+    }
+    for stem, (data, _, _) in files.items():
+        (folder / f"{stem}.jpg").write_bytes(data)
+    return {stem: (status, reason) for stem, (_, status, reason) in files.items()}

@@ -66,6 +66,27 @@ def stage_runs(project: Path, stage: str, experiment: str = "dogbreeds") -> list
                               filter_string=f"tags.`dogbreeds.stage` = '{stage}'")
 
 
+REMOVED = object()
+
+
+def repo_params(dotted: str | None = None, value: object = REMOVED) -> dict:
+    """The repo's params.yaml as a dict; with ``dotted``, that key set to ``value`` (or
+    removed when no value is given), for tests of settings errors."""
+    import yaml
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    if dotted is not None:
+        *parents, key = dotted.split(".")
+        node = params
+        for parent in parents:
+            node = node[parent]
+        if value is REMOVED:
+            del node[key]
+        else:
+            node[key] = value
+    return params
+
+
 def relative_files(root: Path) -> dict[str, bytes]:
     """{path relative to ``root`` (POSIX): content} of every file under ``root``."""
     return {p.relative_to(root).as_posix(): p.read_bytes()

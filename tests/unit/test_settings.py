@@ -9,7 +9,7 @@ from typing import Literal
 
 import pytest
 
-from dogbreeds.settings import SettingsError, from_section, section
+from dogbreeds.settings import SettingsError, from_section, section, value
 
 
 @dataclass(frozen=True)
@@ -67,3 +67,16 @@ def test_section_names_the_missing_part():
     assert section(params, "a.b") == {"c": 1}
     with pytest.raises(SettingsError, match=r"missing section 'a\.x'"):
         section(params, "a.x.y")
+
+
+def test_value_reads_one_dotted_key_typed():
+    params = {"data": {"raw_dir": "data/raw", "breeds": "all"}, "seed": 3}
+    assert value(params, "data.raw_dir", Path) == Path("data/raw")
+    assert value(params, "seed", int) == 3
+    with pytest.raises(SettingsError, match=r"^params\.yaml: data\.breeds: expected a list"):
+        value(params, "data.breeds", tuple[str, ...])
+    with pytest.raises(SettingsError, match=r"^params\.yaml: missing data\.image_size"):
+        value(params, "data.image_size", int)
+    with pytest.raises(SettingsError, match=r"missing section 'base'"):
+        value(params, "base.seed", int)
+

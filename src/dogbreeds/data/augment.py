@@ -15,7 +15,6 @@ copies are ordinary JPEGs that go through the same preprocessing as every other 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,8 +25,10 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from dogbreeds.data.metadata import USABLE_STATUSES, as_table
+from dogbreeds.data.metadata import USABLE_STATUSES
+from dogbreeds.data.tables import as_table
 from dogbreeds.hashing import stable_seed
+from dogbreeds.settings import from_section, section
 
 # tf.io.decode_jpeg ignores EXIF orientation; OpenCV applies it unless told not to. Reading
 # without it keeps augmented copies oriented like the model sees the original.
@@ -38,25 +39,29 @@ CLAHE_TILES = (8, 8)
 
 @dataclass(frozen=True)
 class AugmentSettings:
-    """The ``augment`` params (see params.yaml for each one's meaning)."""
+    """How the copies are made: the ``augment`` params (see params.yaml for each one's
+    meaning) but ``enabled`` and ``output``."""
 
-    copies: int = 2
-    seed: int = 42
-    rotation: float = 15.0
-    hflip: float = 0.5
-    zoom: tuple[float, float] = (0.8, 1.0)
-    aspect: tuple[float, float] = (0.85, 1.15)
-    clahe: float = 0.3
-    max_side: int = 500
-    jpeg_quality: int = 92
+    copies: int
+    seed: int
+    rotation: float
+    hflip: float
+    zoom: tuple[float, float]
+    aspect: tuple[float, float]
+    clahe: float
+    max_side: int
+    jpeg_quality: int
 
     def __post_init__(self) -> None:
         problems = []
         if self.copies < 0:
             problems.append(f"copies={self.copies} < 0")
-        if not (0 < self.zoom[0] <= self.zoom[1] <= 1):
+        for name in ("zoom", "aspect"):
+            if len(getattr(self, name)) != 2:
+                problems.append(f"{name}={list(getattr(self, name))} must be [low, high]")
+        if len(self.zoom) == 2 and not (0 < self.zoom[0] <= self.zoom[1] <= 1):
             problems.append(f"zoom={list(self.zoom)} must satisfy 0 < low <= high <= 1")
-        if not (0 < self.aspect[0] <= self.aspect[1]):
+        if len(self.aspect) == 2 and not (0 < self.aspect[0] <= self.aspect[1]):
             problems.append(f"aspect={list(self.aspect)} must satisfy 0 < low <= high")
         for name in ("hflip", "clahe"):
             if not 0 <= getattr(self, name) <= 1:
@@ -69,14 +74,23 @@ class AugmentSettings:
             raise ValueError("invalid augment settings: " + "; ".join(problems))
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> AugmentSettings:
+    def from_params(cls, values: Mapping[str, Any]) -> AugmentSettings:
         """Build from the ``augment`` params section (extra keys such as ``output`` ignored)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in params.items() if k in names}
-        for key in ("zoom", "aspect"):
-            if key in values:
-                values[key] = tuple(float(x) for x in values[key])
-        return cls(**values)
+        return from_section(cls, values, "augment")
+
+
+@dataclass(frozen=True)
+class AugmentStageSettings:
+    """The whole ``augment`` section: whether to write copies, where, and how."""
+
+    enabled: bool
+    output: Path
+    images: AugmentSettings
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> AugmentStageSettings:
+        values = section(params, "augment")
+        return from_section(cls, values, "augment", images=AugmentSettings.from_params(values))
 
 
 def image_rng(seed: int, path: str, copy: int) -> np.random.Generator:

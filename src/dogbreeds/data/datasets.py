@@ -7,7 +7,6 @@ identical pixels in training and in production.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import NamedTuple
@@ -17,6 +16,7 @@ import pandas as pd
 import tensorflow as tf
 
 from dogbreeds.data.preprocess import load_image
+from dogbreeds.hashing import digest
 
 SPLITS = ("train", "val", "test")
 
@@ -79,14 +79,15 @@ def frames_fingerprint(*frames: pd.DataFrame, root: Path | None = None) -> str:
     augmented copy regenerated under the same path. Not mtimes: a DVC checkout rewrites files
     with new mtimes but the same bytes. Row order does not matter; frame order does.
     """
-    h = hashlib.sha256()
-    for frame in frames:
-        paths = frame["path"].astype(str)
-        sizes = ([Path(p).stat().st_size for p in resolve_paths(paths, root)]
-                 if root is not None else [None] * len(frame))
-        h.update(json.dumps(sorted(zip(paths, frame["breed"].astype(str), sizes))).encode())
-        h.update(b"|")
-    return h.hexdigest()[:16]
+    def chunks():
+        for frame in frames:
+            paths = frame["path"].astype(str)
+            sizes = ([Path(p).stat().st_size for p in resolve_paths(paths, root)]
+                     if root is not None else [None] * len(frame))
+            yield json.dumps(sorted(zip(paths, frame["breed"].astype(str), sizes, strict=True)))
+            yield "|"
+
+    return digest(chunks(), 16)
 
 
 def make_dataset(df: pd.DataFrame, classes: list[str], image_size: int, batch_size: int, *,

@@ -20,24 +20,25 @@ Grayscale JPEGs stay ``ok`` (``tf.io.decode_jpeg(channels=3)`` and ``cv2.imread`
 them to three channels). Progressive JPEGs also stay ``ok``: both decoders read them.
 CMYK JPEGs are converted although TF reads the common (Adobe) kind: decoders disagree on
 CMYK polarity, and the contract promises RGB/grayscale JPEGs. Anything not JPEG (PNG, GIF,
-WebP… under a ``.jpg`` name), 4-channel, palette or 16-bit data is converted as well.
+WebP… under a ``.jpg`` name), 4-channel, palette or 16-bit data is converted as well, by
+:mod:`dogbreeds.data.convert`.
 """
 
 from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
+
+from dogbreeds.data.tables import as_table
+from dogbreeds.settings import from_section, section, value
 
 OK = "ok"
 CONVERTED = "converted"
@@ -47,9 +48,6 @@ EMPTY = "empty"
 UNREADABLE = "unreadable"
 STATUSES = (OK, CONVERTED, NEEDS_CONVERSION, TRUNCATED, EMPTY, UNREADABLE)
 USABLE_STATUSES = frozenset({OK, CONVERTED})
-
-COLUMNS = ["path", "breed", "wnid", "folder", "width", "height", "channels", "format", "bytes",
-           "boxes", "n_boxes", "status", "reason", "origin", "source"]
 
 # `n02085620-Chihuahua` -> wnid `n02085620`, breed `Chihuahua` (names keep their underscores).
 FOLDER_PATTERN = re.compile(r"^(?P<wnid>n\d{8})-(?P<breed>\S+)$")
@@ -61,9 +59,6 @@ EOI_SEARCH_BYTES = 64
 
 # Pillow modes that TF's JPEG decoder and OpenCV read correctly from a JPEG file.
 _PLAIN_JPEG_MODES = {"RGB": 3, "L": 1}
-
-# Modes with more than 8 bits per sample (16-bit PNG/TIFF, float): scaled, not clipped.
-_HIGH_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
 @dataclass(frozen=True)
@@ -77,6 +72,26 @@ class ImageInfo:
     bytes: int
     status: str
     reason: str
+
+
+@dataclass(frozen=True)
+class MetadataSettings:
+    """What the ``build_metadata`` stage reads: ``data.raw_dir``, ``data.breeds``, its own
+    ``output`` and ``sample_grid``, and ``base.seed`` (the preview grid's photos)."""
+
+    raw_dir: Path
+    breeds: Literal["all"] | tuple[str, ...]
+    output: Path
+    sample_grid: int
+    seed: int
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> MetadataSettings:
+        return from_section(
+            cls, section(params, "build_metadata"), "build_metadata",
+            raw_dir=value(params, "data.raw_dir", Path),
+            breeds=value(params, "data.breeds", Literal["all"] | tuple[str, ...]),
+            seed=value(params, "base.seed", int))
 
 
 def parse_folder(folder: str) -> tuple[str, str]:
@@ -142,7 +157,8 @@ def inspect_image(path: Path) -> ImageInfo:
     except UnidentifiedImageError:
         return ImageInfo(0, 0, 0, "", size, UNREADABLE, "not an image: Pillow cannot identify it")
     except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
-        return ImageInfo(0, 0, 0, "", size, UNREADABLE, f"bad image header: {_message(exc, path)}")
+        return ImageInfo(0, 0, 0, "", size, UNREADABLE,
+                         f"bad image header: {exception_text(exc, path)}")
     if width < 1 or height < 1:
         return ImageInfo(width, height, channels, fmt, size, UNREADABLE, "zero width or height")
     info = dict(width=width, height=height, channels=channels, format=fmt, bytes=size)
@@ -156,7 +172,7 @@ def inspect_image(path: Path) -> ImageInfo:
     return ImageInfo(**info, status=NEEDS_CONVERSION, reason=f"{fmt or 'unknown'} data ({mode})")
 
 
-def _message(exc: Exception, path: Path) -> str:
+def exception_text(exc: Exception, path: Path) -> str:
     """The exception as text without the absolute path (the table must not depend on it)."""
     return f"{type(exc).__name__}: {exc}".replace(str(path), path.name)
 
@@ -207,7 +223,8 @@ def build_metadata(raw_dir: Path, breeds: Sequence[str] | Literal["all"],
     """One row per file in ``raw_dir/Images/<folder>/`` of the selected breeds.
 
     Reads headers, tails and annotation XML only; writes nothing. Files that need converting
-    get status ``needs_conversion``: pass the table to :func:`convert_images` to make them
+    get status ``needs_conversion``: pass the table to
+    :func:`dogbreeds.data.convert.convert_images` to make them
     usable.
 
     Args:
@@ -231,91 +248,6 @@ def build_metadata(raw_dir: Path, breeds: Sequence[str] | Literal["all"],
     return as_table(rows).sort_values("path", ignore_index=True)
 
 
-_INT_COLUMNS = ("width", "height", "channels", "bytes", "n_boxes")
-
-
-def as_table(rows: Iterable[dict[str, Any]] | pd.DataFrame) -> pd.DataFrame:
-    """Rows → DataFrame with the contract's columns first and stable dtypes (even when empty).
-
-    Missing columns are filled with 0, ``""`` or no boxes.
-    """
-    df = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
-    for column in COLUMNS:
-        if column not in df:
-            df[column] = (0 if column in _INT_COLUMNS else
-                          pd.Series([[] for _ in range(len(df))], index=df.index, dtype=object)
-                          if column == "boxes" else "")
-    df = df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
-    return df.astype({c: "int64" for c in _INT_COLUMNS})
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any Pillow image → 8-bit RGB, the way the model's own decoder would see it.
-
-    Alpha is dropped, not composited: ``dogbreeds.data.preprocess.decode_image`` drops it too, so
-    a converted training photo looks like the same file does at inference. 16-bit and
-    integer modes are scaled to 0–255 rather than clipped. EXIF orientation is ignored, as
-    ``tf.io.decode_jpeg`` ignores it.
-    """
-    if image.mode in _HIGH_BIT_MODES:
-        array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if array.max(initial=0) > 255 else 255.0
-        if image.mode == "F" and array.max(initial=0) <= 1.0:
-            top = 1.0
-        gray = np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(gray, mode="L").convert("RGB")
-    if image.mode in {"P", "PA"}:
-        image = image.convert("RGBA")
-    if image.mode in {"LA", "La"}:
-        image = image.convert("L")
-    return image.convert("RGB")
-
-
-def convert_to_rgb_jpeg(source: Path, dest: Path, quality: int = 95) -> tuple[int, int, int]:
-    """Decode ``source`` (any format Pillow reads; first frame) and write a baseline RGB JPEG.
-
-    Returns:
-        ``(width, height, bytes)`` of the written file.
-    """
-    with Image.open(source) as image:
-        image.seek(0)
-        rgb = to_rgb(image)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    rgb.save(dest, format="JPEG", quality=quality, progressive=False)
-    return rgb.width, rgb.height, dest.stat().st_size
-
-
-def convert_images(df: pd.DataFrame, project_root: Path, out_dir: Path) -> pd.DataFrame:
-    """Write an RGB JPEG for every ``needs_conversion`` row and point the row at it.
-
-    The copy goes to ``out_dir/<folder>/<stem>.jpg``; the row becomes ``converted`` with
-    ``path`` = the copy, ``source`` = the raw file and ``reason`` = "converted from ...".
-    A file that fails to decode becomes ``unreadable`` instead (never raises).
-
-    Args:
-        df: Output of :func:`build_metadata` (paths relative to ``project_root``).
-        project_root: Folder the table's paths are relative to.
-        out_dir: Where copies go, relative to ``project_root`` (or absolute inside it).
-    """
-    df = df.copy()
-    root = Path(project_root)
-    out_rel = (root / out_dir).relative_to(root)
-    for index in df.index[df["status"] == NEEDS_CONVERSION]:
-        row = df.loc[index]
-        dest_rel = out_rel / row["folder"] / f"{Path(row['source']).stem}.jpg"
-        try:
-            width, height, size = convert_to_rgb_jpeg(root / row["source"], root / dest_rel)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            failure = _message(exc, root / row["source"])
-            df.loc[index, ["status", "reason"]] = [
-                UNREADABLE, f"{row['reason']}: decode failed: {failure}"]
-            continue
-        df.loc[index, ["path", "width", "height", "channels", "format", "bytes", "status",
-                       "reason"]] = [dest_rel.as_posix(), width, height, 3, "JPEG", size,
-                                     CONVERTED, f"converted from {row['reason']}"]
-    return df
-
-
 def usable(df: pd.DataFrame) -> pd.DataFrame:
     """The rows whose ``path`` is a JPEG every decoder reads."""
     return df[df["status"].isin(USABLE_STATUSES)]
@@ -332,27 +264,3 @@ def summarize(df: pd.DataFrame) -> dict[str, Any]:
         "status": {s: int(status_counts.get(s, 0)) for s in STATUSES},
         "per_breed": {b: int(n) for b, n in sorted(good["breed"].value_counts().items())},
     }
-
-
-_BOXES_TYPE = pa.list_(pa.list_(pa.int32()))
-
-
-def write_table(df: pd.DataFrame, path: Path) -> None:
-    """Write a metadata-shaped table to parquet with ``boxes`` typed even when all are empty."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    df = df.reset_index(drop=True)
-    if "boxes" not in df:
-        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path)
-        return
-    table = pa.Table.from_pandas(df.drop(columns="boxes"), preserve_index=False)
-    boxes = pa.array([[list(map(int, b)) for b in boxes] for boxes in df["boxes"]],
-                     type=_BOXES_TYPE)
-    pq.write_table(table.add_column(list(df.columns).index("boxes"), "boxes", boxes), path)
-
-
-def read_table(path: Path) -> pd.DataFrame:
-    """Read a table written by :func:`write_table` (``boxes`` as lists of int lists)."""
-    df = pd.read_parquet(path)
-    if "boxes" in df:
-        df["boxes"] = [[list(map(int, b)) for b in boxes] for boxes in df["boxes"]]
-    return df

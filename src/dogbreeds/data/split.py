@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,12 +27,36 @@ from sklearn.model_selection import StratifiedKFold
 
 from dogbreeds.data.metadata import usable
 from dogbreeds.hashing import stable_seed
+from dogbreeds.settings import from_section, section, value
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 OFFICIAL_LISTS = {"train": "train_list.mat", "test": "test_list.mat"}
 MIN_PER_BREED = 3  # one photo for each of train, val and test
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """The ``split`` params (see params.yaml for each one's meaning) and ``data.raw_dir``
+    (where ``method: official`` finds lists.tar's lists)."""
+
+    method: Literal["stratified", "official"]
+    seed: int
+    val_fraction: float
+    test_fraction: float
+    folds: int
+    output: Path
+    raw_dir: Path
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> SplitSettings:
+        return from_section(cls, section(params, "split"), "split",
+                            raw_dir=value(params, "data.raw_dir", Path))
+
+    @property
+    def lists_dir(self) -> Path:
+        return self.raw_dir / "lists"
 
 
 def load_official_lists(lists_dir: Path) -> dict[str, str]:

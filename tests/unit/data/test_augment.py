@@ -6,21 +6,25 @@ import shutil
 from pathlib import Path
 
 import cv2
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 
+from dogbreeds.data import augment, metadata, split
+from dogbreeds.data.augment import AugmentSettings, AugmentStageSettings
+from dogbreeds.settings import SettingsError
 from support import fakedata
-from support.project import make_project, run_stage, stage_runs
-from dogbreeds.data import augment
-from dogbreeds.data import metadata
-from dogbreeds.data import split
-from dogbreeds.tracking import store
-from dogbreeds.data.augment import AugmentSettings
-from dogbreeds.profiles import apply_profile
+from support.project import REMOVED, repo_params
 
 IDENTITY = dict(rotation=0.0, hflip=0.0, zoom=(1.0, 1.0), aspect=(1.0, 1.0), clahe=0.0)
+# The dataclass has no defaults: these are params.yaml's values but copies (2); tests change
+# what they need.
+BASE = dict(copies=2, seed=42, rotation=15.0, hflip=0.5, zoom=(0.8, 1.0), aspect=(0.85, 1.15),
+            clahe=0.3, max_side=500, jpeg_quality=92)
+
+
+def settings(**changes) -> AugmentSettings:
+    return AugmentSettings(**{**BASE, **changes})
 
 
 def photo(height: int = 60, width: int = 80) -> np.ndarray:
@@ -29,8 +33,8 @@ def photo(height: int = 60, width: int = 80) -> np.ndarray:
 
 
 def run(image: np.ndarray, seed: int = 0, **changes) -> np.ndarray:
-    settings = AugmentSettings(**{**IDENTITY, "max_side": 500, **changes})
-    return augment.augment_image(image, np.random.default_rng(seed), settings)
+    return augment.augment_image(image, np.random.default_rng(seed),
+                                settings(**{**IDENTITY, "max_side": 500, **changes}))
 
 
 def test_identity_settings_return_the_same_pixels():
@@ -62,19 +66,45 @@ def test_clahe_equalizes_the_lightness_channel():
 
 def test_same_rng_seed_same_image_and_bad_inputs_fail():
     image = photo()
-    settings = dict(rotation=15.0, hflip=0.5, zoom=(0.8, 1.0), aspect=(0.85, 1.15), clahe=0.5)
-    assert np.array_equal(run(image, 7, **settings), run(image, 7, **settings))
-    assert not np.array_equal(run(image, 7, **settings), run(image, 8, **settings))
+    changes = dict(rotation=15.0, hflip=0.5, zoom=(0.8, 1.0), aspect=(0.85, 1.15), clahe=0.5)
+    assert np.array_equal(run(image, 7, **changes), run(image, 7, **changes))
+    assert not np.array_equal(run(image, 7, **changes), run(image, 8, **changes))
     with pytest.raises(ValueError, match=r"expected a BGR uint8 image \[H, W, 3\]"):
         run(image[..., 0])
     with pytest.raises(ValueError, match="zoom=.*hflip=2"):
-        AugmentSettings(zoom=(0.9, 1.2), hflip=2)
+        settings(zoom=(0.9, 1.2), hflip=2)
 
 
 def test_settings_from_params_ignore_unrelated_keys():
-    settings = AugmentSettings.from_params({"enabled": True, "output": "x", "copies": 3,
-                                            "zoom": [0.7, 0.9], "seed": 5})
-    assert (settings.copies, settings.zoom, settings.seed) == (3, (0.7, 0.9), 5)
+    values = {**BASE, "enabled": True, "output": "x", "copies": 3, "zoom": [0.7, 0.9], "seed": 5}
+    made = AugmentSettings.from_params(values)
+    assert (made.copies, made.zoom, made.seed) == (3, (0.7, 0.9), 5)
+
+
+def test_stage_settings_come_from_params_yaml_only():
+    params = repo_params()
+    stage = AugmentStageSettings.from_params(params)
+    assert stage.enabled is True and stage.output == Path("data/augmented")
+    assert stage.images.copies == params["augment"]["copies"] == 1   # no dataclass default
+    assert stage.images.zoom == (0.8, 1.0) and isinstance(stage.images.rotation, float)
+
+
+@pytest.mark.parametrize("key, bad, message", [
+    ("copies", "two", r"augment\.copies: expected an integer, got 'two'"),
+    ("zoom", [0.8, "x"], r"augment\.zoom\[1\]: expected a number"),
+    ("enabled", "no", r"augment\.enabled: expected true or false"),
+    ("jpeg_quality", REMOVED, r"missing augment\.jpeg_quality"),
+])
+def test_a_bad_setting_names_its_key(key, bad, message):
+    with pytest.raises(SettingsError, match=message):
+        AugmentStageSettings.from_params(repo_params(f"augment.{key}", bad))
+
+
+def test_settings_validation_still_checks_ranges():
+    with pytest.raises(ValueError, match=r"zoom=\[0\.8\] must be \[low, high\]"):
+        settings(zoom=(0.8,))
+    with pytest.raises(ValueError, match=r"copies=-1 < 0.*jpeg_quality=0 not in 1\.\.100"):
+        settings(copies=-1, jpeg_quality=0)
 
 
 @pytest.fixture()
@@ -91,14 +121,13 @@ def written(folder: Path) -> dict[str, bytes]:
 
 def test_augment_split_is_bit_identical_whatever_the_order_and_threads(project):
     root, df = project
-    settings = AugmentSettings(copies=2, seed=3, clahe=0.5, max_side=40)
-    first = augment.augment_split(df, root, Path("a"), settings, workers=1)
-    second = augment.augment_split(df.sample(frac=1, random_state=9), root, root / "b", settings,
+    chosen = settings(copies=2, seed=3, clahe=0.5, max_side=40)
+    first = augment.augment_split(df, root, Path("a"), chosen, workers=1)
+    second = augment.augment_split(df.sample(frac=1, random_state=9), root, root / "b", chosen,
                                    workers=3)
     assert written(root / "a") == written(root / "b") and len(written(root / "a")) == 24
     pd.testing.assert_frame_equal(first.drop(columns="path"), second.drop(columns="path"))
-    other = augment.augment_split(df, root, Path("c"), AugmentSettings(copies=2, seed=4,
-                                                                       max_side=40))
+    other = augment.augment_split(df, root, Path("c"), settings(copies=2, seed=4, max_side=40))
     assert written(root / "a") != written(root / "c")
     assert len(other) == len(first)
 
@@ -106,7 +135,7 @@ def test_augment_split_is_bit_identical_whatever_the_order_and_threads(project):
 def test_only_train_originals_are_augmented_with_contract_rows(project):
     root, df = project
     rows = augment.augment_split(df, root, Path("data/augmented/images"),
-                                 AugmentSettings(copies=3, max_side=32), workers=2)
+                                 settings(copies=3, max_side=32), workers=2)
     train = df[df["split"] == "train"]
     assert len(rows) == 3 * len(train) == 36
     assert set(rows["source"]) == set(train["path"])
@@ -123,60 +152,17 @@ def test_only_train_originals_are_augmented_with_contract_rows(project):
     assert first["bytes"] == (root / first["path"]).stat().st_size
     # copies of an augmented row are never made (only originals are sources)
     again = augment.augment_split(augment.build_dataset(df, rows), root, Path("x"),
-                                  AugmentSettings(copies=1, max_side=32))
+                                  settings(copies=1, max_side=32))
     assert len(again) == len(train)
 
 
 def test_build_dataset_appends_augmented_rows_to_the_split(project):
     root, df = project
-    rows = augment.augment_split(df, root, Path("aug"), AugmentSettings(copies=1, max_side=32))
+    rows = augment.augment_split(df, root, Path("aug"), settings(copies=1, max_side=32))
     dataset = augment.build_dataset(df, rows)
     assert list(dataset.columns) == list(df.columns)
     pd.testing.assert_frame_equal(dataset.iloc[: len(df)], df)
     assert augment.summarize(dataset) == {"rows": 30, "augmented": 12, "train_originals": 12,
                                           "train_total": 24}
-    nothing = augment.augment_split(df, root, Path("none"), AugmentSettings(copies=0))
+    nothing = augment.augment_split(df, root, Path("none"), settings(copies=0))
     assert nothing.empty and not (root / "none").exists()
-
-
-@pytest.fixture()
-def stage_project(tmp_path, fake_tree) -> Path:
-    proj = make_project(tmp_path / "proj")
-    shutil.copytree(fake_tree, proj / "data" / "raw")
-    apply_profile(proj / "params.yaml", proj / "profiles" / "debug.yaml", ["augment.copies=2"])
-    df = metadata.build_metadata(proj / "data" / "raw", "all", relative_to=proj)
-    metadata.write_table(split.split_dataset(df, "stratified", 0.2, 0.2, 0, 2),
-                         proj / "data" / "split" / "split.parquet")
-    return proj
-
-
-def test_stage_writes_images_dataset_and_mlflow_run(stage_project):
-    proj = stage_project
-    result = run_stage(proj, "augment")
-    assert result.returncode == 0, result.stderr[-3000:]
-    dataset = metadata.read_table(proj / "data" / "augmented" / "dataset.parquet")
-    augmented = dataset[dataset["origin"] == "augmented"]
-    assert len(augmented) == 24 and len(dataset) == 18 + 24
-    files = sorted((proj / "data" / "augmented" / "images").rglob("*.jpg"))
-    assert [f.relative_to(proj).as_posix() for f in files] == sorted(augmented["path"])
-    assert all(max(cv2.imread(str(f)).shape) <= 64 for f in files)   # debug max_side
-
-    (run,) = stage_runs(proj, "augment")
-    client = mlflow.MlflowClient(store.local_tracking_uri(proj))
-    assert run.data.metrics["augmented"] == 24
-    assert [a.path for a in client.list_artifacts(run.info.run_id, "figures")] == [
-        "figures/augmentations.png"]
-
-
-def test_stage_disabled_writes_no_images_and_passes_the_split_through(stage_project):
-    proj = stage_project
-    apply_profile(proj / "params.yaml", None, ["augment.enabled=false"])
-    stale = proj / "data" / "augmented" / "images" / "old.jpg"
-    stale.parent.mkdir(parents=True)
-    stale.write_bytes(b"x")
-    result = run_stage(proj, "augment")
-    assert result.returncode == 0, result.stderr[-3000:]
-    dataset = metadata.read_table(proj / "data" / "augmented" / "dataset.parquet")
-    original = metadata.read_table(proj / "data" / "split" / "split.parquet")
-    pd.testing.assert_frame_equal(dataset, original)
-    assert not (proj / "data" / "augmented" / "images").exists()

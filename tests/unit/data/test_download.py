@@ -1,49 +1,37 @@
-"""The download stage: fetching (resume, retries, mirrors), verification, safe extraction.
+"""dogbreeds.data.download: fetch, verify and extract every archive (mirrors, cache, missing).
 
-Every network test talks to a real HTTP server on 127.0.0.1 (tests/servers.py) serving the
+Every network test talks to a real HTTP server on 127.0.0.1 (support/servers.py) serving the
 tiny synthetic archives of ``fakedata``.
 """
 
 from __future__ import annotations
 
 import io
-import json
-import os
 import re
 import shutil
 import tarfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
+from dogbreeds.data.download import DownloadSettings, download_dataset, report_metrics, report_tags
+from dogbreeds.data.extract import UnsafeArchiveError
+from dogbreeds.data.fetch import DownloadError, FetchOptions, NotFoundError
+from dogbreeds.data.verify import ChecksumError
+from dogbreeds.settings import SettingsError
 from support import fakedata
-from support.project import REPO, SAMPLE_DIR, make_project, relative_files, run_stage, stage_runs
-from dogbreeds.data import download
-from dogbreeds.data.download import (
-    ChecksumError,
-    DownloadError,
-    NotFoundError,
-    UnsafeArchiveError,
-    download_dataset,
-    fetch,
-)
-from dogbreeds.profiles import apply_profile
+from support.project import REMOVED, REPO, SAMPLE_DIR, relative_files, repo_params
 from support.servers import DirectoryServer, free_port
 
 ARCHIVES = ["images.tar", "annotation.tar", "lists.tar"]
+OPTIONS = FetchOptions(timeout=5, retries=2, progress=False, backoff=0.0)
 
 
-def run(base_urls, tmp_path, checksums, archives=ARCHIVES, **kwargs):
-    """download_dataset into tmp_path/cache and tmp_path/raw, with test-friendly settings."""
-    options = {"timeout": 5, "retries": 2, "progress": False, "backoff": 0.0, **kwargs}
+def run(base_urls, tmp_path, checksums, archives=ARCHIVES, verify=True):
+    """download_dataset into tmp_path/cache and tmp_path/raw, with test-friendly options."""
     return download_dataset(base_urls, archives, tmp_path / "cache", tmp_path / "raw",
-                            checksums, **options)
-
-
-def random_bytes(n: int, seed: int = 0) -> bytes:
-    return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
+                            checksums, verify, OPTIONS)
 
 
 def closed_port_url() -> str:
@@ -80,7 +68,8 @@ def test_file_url_with_or_without_trailing_slash(fake_archives, tmp_path, traili
     report = run([url], tmp_path, fake_archives.checksums())
 
     assert report["found"] == ARCHIVES
-    assert report["archives"]["images.tar"]["url"] == fake_archives.archives.as_uri() + "/images.tar"
+    url = report["archives"]["images.tar"]["url"]
+    assert url == fake_archives.archives.as_uri() + "/images.tar"
     assert relative_files(tmp_path / "raw" / "Images") == relative_files(
         fake_archives.root / "Images")
 
@@ -123,18 +112,6 @@ def test_cached_archive_failing_verification_is_fetched_again(fake_archives, tmp
     assert (cache / "images.tar.bad").read_bytes() == b"not the archive"
 
 
-def test_verify_checks_official_size_and_hash(tmp_path):
-    path = tmp_path / "images.tar"
-    path.write_bytes(b"abc")
-    sha = fakedata.sha256(path)
-    assert download.verify(path, sha) == sha
-    with pytest.raises(ChecksumError, match=r"size mismatch \(expected 4 bytes, got 3\)"):
-        download.verify(path, sha, size=4)
-    official_size, official_sha = download.OFFICIAL_ARCHIVES["images.tar"]
-    assert download.official_size("images.tar", official_sha) == official_size == 793579520
-    assert download.official_size("images.tar", sha) is None  # a mirror with its own bytes
-
-
 def test_verify_false_and_missing_checksum_skip_verification(fake_archives, tmp_path):
     checksums = {"images.tar": "0" * 64}  # wrong, but verification is off
     report = run([fake_archives.archives.as_uri()], tmp_path, checksums, verify=False)
@@ -144,73 +121,6 @@ def test_verify_false_and_missing_checksum_skip_verification(fake_archives, tmp_
     report = run([fake_archives.archives.as_uri()], tmp_path / "b", {})  # no checksums at all
     assert report["found"] == ARCHIVES
     assert report["archives"]["lists.tar"]["sha256"] == fake_archives.checksums()["lists.tar"]
-
-
-def test_sidecar_avoids_rehashing_until_the_file_changes(tmp_path):
-    path = tmp_path / "a.tar"
-    path.write_bytes(b"content")
-    real = fakedata.sha256(path)
-    assert download.file_sha256(path) == real
-    sidecar = download.sidecar_path(path)
-    data = json.loads(sidecar.read_text())
-    sidecar.write_text(json.dumps({**data, "sha256": "from-sidecar"}))
-    assert download.file_sha256(path) == "from-sidecar"  # size + mtime match: not re-hashed
-    os.utime(path, ns=(data["mtime_ns"] + 10**9, data["mtime_ns"] + 10**9))
-    assert download.file_sha256(path) == real
-
-
-# --------------------------------------------------------------------------- resume and retries
-
-
-@pytest.fixture
-def big_file(tmp_path) -> Path:
-    """A 600 kB file: larger than a read chunk, so an interrupted download keeps a part."""
-    folder = tmp_path / "served"
-    folder.mkdir()
-    path = folder / "images.tar"
-    path.write_bytes(random_bytes(600_000))
-    return path
-
-
-def test_dropped_connection_is_resumed_with_range(big_file, tmp_path):
-    dest = tmp_path / "cache" / "images.tar"
-    with DirectoryServer(big_file.parent, drop_after=400_000, drop_times=1) as server:
-        fetch(server.url + "images.tar", dest, timeout=5, retries=3, progress=False, backoff=0)
-
-    assert dest.read_bytes() == big_file.read_bytes()
-    assert not download.part_path(dest).exists()
-    first, second = server.requests
-    assert first.range is None
-    resumed_from = int(re.fullmatch(r"bytes=(\d+)-", second.range).group(1))
-    assert 0 < resumed_from <= 400_000
-
-
-@pytest.mark.parametrize("part,server_options", [
-    pytest.param("first 123456 bytes", {}, id="existing part resumed, not restarted"),
-    pytest.param("1000 foreign bytes", {"ignore_range": True},
-                 id="server ignoring Range: restart cleanly, never append"),
-    pytest.param("whole file", {}, id="complete part answered 416 is kept"),
-])
-def test_a_part_file_is_resumed_with_range(big_file, tmp_path, part, server_options):
-    content = big_file.read_bytes()
-    start = {"first 123456 bytes": content[:123_456], "1000 foreign bytes": b"x" * 1000,
-             "whole file": content}[part]
-    dest = tmp_path / "images.tar"
-    download.part_path(dest).write_bytes(start)
-    with DirectoryServer(big_file.parent, **server_options) as server:
-        fetch(server.url + "images.tar", dest, timeout=5, retries=1, progress=False)
-    assert [r.range for r in server.requests] == [f"bytes={len(start)}-"]
-    assert dest.read_bytes() == content
-
-
-def test_every_attempt_dropped_gives_up_after_retries(big_file, tmp_path):
-    dest = tmp_path / "images.tar"
-    with DirectoryServer(big_file.parent, drop_after=100, drop_times=99) as server:
-        with pytest.raises(DownloadError, match=r"failed after 3 attempt\(s\)"):
-            fetch(server.url + "images.tar", dest, timeout=5, retries=3, progress=False,
-                  backoff=0)
-    assert len(server.requests) == 3
-    assert not dest.exists()
 
 
 # --------------------------------------------------------------------------- mirrors, cache
@@ -283,119 +193,63 @@ def test_missing_required_archive_is_a_clear_error(tmp_path):
     assert not (tmp_path / "raw").exists()
 
 
-# --------------------------------------------------------------------------- safe extraction
+# --------------------------------------------------------------------------- unsafe archive
 
 
-def _tar_with(path: Path, member: tarfile.TarInfo, data: bytes = b"") -> Path:
+def _tar_with(path: Path, name: str, data: bytes) -> Path:
     with tarfile.open(path, "w") as tar:
-        ok = tarfile.TarInfo("Images/ok.txt")
-        ok.size = 2
-        tar.addfile(ok, io.BytesIO(b"ok"))
-        member.size = len(data) if member.isfile() else 0
-        tar.addfile(member, io.BytesIO(data) if member.isfile() else None)
+        member = tarfile.TarInfo(name)
+        member.size = len(data)
+        tar.addfile(member, io.BytesIO(data))
     return path
-
-
-def _member(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.linkname = linkname
-    return info
-
-
-@pytest.mark.parametrize("case", ["traversal", "absolute", "symlink", "hardlink", "device"])
-def test_unsafe_members_are_rejected_and_nothing_is_written(tmp_path, case):
-    outside = tmp_path / "outside"
-    members = {
-        "traversal": _member("../outside"),
-        "absolute": _member(str(outside)),
-        "symlink": _member("Images/link", tarfile.SYMTYPE, "../../outside"),
-        "hardlink": _member("Images/hard", tarfile.LNKTYPE, "../outside"),
-        "device": _member("Images/dev", tarfile.CHRTYPE),
-    }
-    member = members[case]
-    tar_path = _tar_with(tmp_path / "evil.tar", member, b"evil")
-    raw = tmp_path / "work" / "raw"
-
-    with pytest.raises(UnsafeArchiveError, match=re.escape(repr(member.name))):
-        download.extract_archive(tar_path, raw, "Images")
-
-    assert not outside.exists()
-    assert list(raw.iterdir()) == [], "not even the safe member, nor a temporary folder"
-
-
-def test_chain_of_links_resolving_outside_is_rejected(tmp_path):
-    # Each link looks harmless on its own: "Images/a" -> "." then "Images/a/b" -> "../.."
-    # really points at the folder above the target (caught by the "data" filter's realpath).
-    tar_path = tmp_path / "chain.tar"
-    with tarfile.open(tar_path, "w") as tar:
-        tar.addfile(_member("Images/a", tarfile.SYMTYPE, "."))
-        tar.addfile(_member("Images/a/b", tarfile.SYMTYPE, "../.."))
-        escaped = _member("Images/a/b/escaped")
-        escaped.size = 1
-        tar.addfile(escaped, io.BytesIO(b"x"))
-    raw = tmp_path / "work" / "raw"
-    with pytest.raises(UnsafeArchiveError, match="'Images/a/b'"):
-        download.extract_archive(tar_path, raw, "Images")
-    assert not (tmp_path / "work" / "escaped").exists()
-    assert list(raw.iterdir()) == []
-
-
-def test_links_inside_the_target_are_allowed(tmp_path):
-    tar_path = _tar_with(tmp_path / "ok.tar", _member("Images/alias.txt", tarfile.SYMTYPE,
-                                                      "ok.txt"))
-    download.safe_extract(tar_path, tmp_path / "out")
-    assert (tmp_path / "out" / "Images" / "alias.txt").read_bytes() == b"ok"
 
 
 def test_unsafe_archive_fails_the_whole_download(tmp_path):
     served = tmp_path / "served"
     served.mkdir()
-    _tar_with(served / "images.tar", _member("../evil"), b"evil")
+    _tar_with(served / "images.tar", "../evil", b"evil")
     with pytest.raises(UnsafeArchiveError, match=r"images\.tar: refusing .*'\.\./evil'"):
         run([served.as_uri()], tmp_path, {}, archives=["images.tar"])
     assert not (tmp_path / "evil").exists()
 
 
-# --------------------------------------------------------------------------- the stage
+# --------------------------------------------------------------------------- report, settings
 
 
-@pytest.mark.slow
-def test_stage_end_to_end(fake_archives, tmp_path):
-    project = make_project(tmp_path / "proj")
-    checksums = fake_archives.checksums()
-    with DirectoryServer(fake_archives.archives) as server:
-        apply_profile(project / "params.yaml", None, [
-            f"download.base_url={server.url}",
-            "download.mirrors=[]",
-            f"download.checksums={json.dumps({**checksums, 'lists.tar': '0' * 64})}",
-        ])
-        failed = run_stage(project, "download")
-        assert failed.returncode != 0
-        assert "ChecksumError" in failed.stderr and checksums["lists.tar"] in failed.stderr
+def test_report_tags_and_metrics(fake_archives, tmp_path):
+    report = run([fake_archives.archives.as_uri()], tmp_path, fake_archives.checksums(),
+                 archives=["images.tar", "nothing.tar"])
+    tags, metrics = report_tags(report), report_metrics(report)
+    assert tags["download.found"] == "images.tar" and tags["download.missing"] == "nothing.tar"
+    assert tags["download.url.nothing.tar"] == "missing"
+    assert tags["download.sha256.images.tar"] == fake_archives.checksums()["images.tar"]
+    assert metrics["archives_found"] == 1.0 and metrics["archives_missing"] == 1.0
+    assert metrics["bytes.images.tar"] == (fake_archives.archives / "images.tar").stat().st_size
+    assert metrics["bytes_fetched"] == metrics["bytes_total"] == metrics["bytes.images.tar"]
 
-        apply_profile(project / "params.yaml", None,
-                      [f"download.checksums={json.dumps(checksums)}"])
-        done = run_stage(project, "download")
-        assert done.returncode == 0, done.stderr
 
-    raw = project / "data" / "raw"
-    assert len(list((raw / "Images").rglob("*.jpg"))) == fake_archives.n_images
-    assert len(list((raw / "Annotation").rglob("*"))) > fake_archives.n_images
-    assert (raw / "lists" / "train_list.mat").is_file()
-    report = json.loads((raw / "download_report.json").read_text())
-    assert report["found"] == ARCHIVES and "stats" not in report
-    assert (project / "data" / "downloads" / "images.tar").is_file()  # the cache survives
+def test_settings_from_params_yaml():
+    params = repo_params()
+    settings = DownloadSettings.from_params(params)
+    assert settings.base_urls == [params["download"]["base_url"], *params["download"]["mirrors"]]
+    assert settings.archives == ("images.tar", "annotation.tar", "lists.tar")
+    assert settings.raw_dir == Path(params["data"]["raw_dir"])
+    assert settings.fetch_options() == FetchOptions(timeout=60.0, retries=5)
+    assert isinstance(settings.timeout, float)
 
-    runs = stage_runs(project, "download")
-    finished = [r for r in runs if r.info.status == "FINISHED"]
-    assert len(finished) == 1 and [r.info.status for r in runs].count("FAILED") == 1
-    run_ = finished[0]
-    assert run_.data.tags["download.missing"] == "none"
-    assert run_.data.tags["download.url.images.tar"] == server.url + "images.tar"
-    assert run_.data.params["download.base_url"] == server.url
-    assert run_.data.metrics["bytes.images.tar"] == (
-        fake_archives.archives / "images.tar").stat().st_size
+
+@pytest.mark.parametrize("key, bad, message", [
+    ("retries", "five", r"download\.retries: expected an integer, got 'five'"),
+    ("verify", "yes", r"download\.verify: expected true or false"),
+    ("archives", "images.tar", r"download\.archives: expected a list"),
+    ("checksums", {"images.tar": 123}, r"download\.checksums\.images\.tar: expected a SHA-256"),
+    ("timeout", REMOVED, r"missing download\.timeout"),
+])
+def test_a_bad_setting_names_its_key(key, bad, message):
+    with pytest.raises(SettingsError, match=message):
+        DownloadSettings.from_params(repo_params(f"download.{key}", bad))
+    with pytest.raises(SettingsError, match=r"missing data\.raw_dir"):
+        DownloadSettings.from_params(repo_params("data.raw_dir"))
 
 
 @pytest.mark.slow

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 import tarfile
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 import pytest
 
-from support.project import make_project, run_stage, stage_runs
-from dogbreeds.data import metadata
-from dogbreeds.data import split
-from dogbreeds.tracking import store
-from dogbreeds.profiles import apply_profile
+from dogbreeds.data import split, tables
+from dogbreeds.data.metadata import build_metadata
+from dogbreeds.settings import SettingsError
+from support.project import REMOVED, repo_params
 
 BREED_SIZES = {"Chihuahua": 40, "papillon": 25, "beagle": 12, "kelpie": 3}
 
@@ -34,7 +30,7 @@ def table(sizes: dict[str, int] = BREED_SIZES, unusable: int = 2) -> pd.DataFram
         path = f"data/raw/Images/n02085000-Chihuahua/bad_{i}.jpg"
         rows.append({"path": path, "source": path, "breed": "Chihuahua",
                      "folder": "n02085000-Chihuahua", "status": "truncated"})
-    return metadata.as_table(rows)
+    return tables.as_table(rows)
 
 
 def stratified(df: pd.DataFrame, seed: int = 0, folds: int = 0, val: float = 0.2,
@@ -48,7 +44,7 @@ def test_split_is_a_partition_of_the_usable_rows():
     assert len(result) == sum(BREED_SIZES.values())           # unusable rows dropped
     assert result["path"].is_unique and set(result["status"]) == {"ok"}
     assert set(result["split"]) == {"train", "val", "test"}
-    assert list(result.columns[: len(metadata.COLUMNS)]) == metadata.COLUMNS
+    assert list(result.columns[: len(tables.COLUMNS)]) == tables.COLUMNS
     assert (result["fold"] == -1).all()                        # folds=0
 
 
@@ -128,7 +124,7 @@ def test_official_lists_are_read_relative_to_images(lists_dir, fake_archives):
 
 
 def test_official_split_honours_the_lists_and_carves_val_from_train(lists_dir, fake_tree, tmp_path):
-    df = metadata.build_metadata(fake_tree, "all")
+    df = build_metadata(fake_tree, "all")
     official = split.load_official_lists(lists_dir)
     result = split.split_dataset(df, "official", 0.25, 0.9, seed=1, folds=2, official=official)
     keys = split.images_relative_path(result)
@@ -150,30 +146,20 @@ def test_official_lists_not_matching_the_images_fail(lists_dir):
                             official=split.load_official_lists(lists_dir))
 
 
-def test_stage_writes_split_summary_and_mlflow_run(tmp_path, fake_tree):
-    project = make_project(tmp_path / "proj")
-    shutil.copytree(fake_tree, project / "data" / "raw")
-    apply_profile(project / "params.yaml", project / "profiles" / "debug.yaml",
-                  ["split.folds=2", "split.val_fraction=0.2", "split.test_fraction=0.2"])
-    metadata.write_table(metadata.build_metadata(project / "data" / "raw", "all",
-                                                 relative_to=project),
-                         project / "data" / "metadata" / "images.parquet")
-    result = run_stage(project, "split")
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_settings_from_params_yaml():
+    settings = split.SplitSettings.from_params(repo_params())
+    assert (settings.method, settings.seed, settings.folds) == ("stratified", 42, 5)
+    assert (settings.val_fraction, settings.test_fraction) == (0.15, 0.15)
+    assert settings.lists_dir == Path("data/raw/lists")
+    assert settings.output == Path("data/split")
 
-    df = metadata.read_table(project / "data" / "split" / "split.parquet")
-    summary = json.loads((project / "data" / "split" / "summary.json").read_text())
-    assert (summary["train"], summary["val"], summary["test"]) == (12, 3, 3) == (
-        (df["split"] == "train").sum(), (df["split"] == "val").sum(), (df["split"] == "test").sum())
-    assert summary["per_breed"]["val"] == {"Chihuahua": 1, "golden_retriever": 1, "papillon": 1}
-    assert summary["folds"] == 2 and df["boxes"].map(len).sum() > 0   # boxes survive
 
-    (run,) = stage_runs(project, "split")
-    client = mlflow.MlflowClient(store.local_tracking_uri(project))
-    assert run.data.metrics["train"] == 12 and run.data.params["split.method"] == "stratified"
-    figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
-    assert "figures/split_counts.png" in figures
-
-    apply_profile(project / "params.yaml", None, ["split.method=official"])
-    result = run_stage(project, "split")
-    assert result.returncode != 0 and "use split.method=stratified" in result.stderr
+@pytest.mark.parametrize("key, bad, message", [
+    ("method", "random", r"split\.method: expected one of 'stratified', 'official', got 'random'"),
+    ("folds", 2.5, r"split\.folds: expected an integer, got 2\.5"),
+    ("val_fraction", "a lot", r"split\.val_fraction: expected a number"),
+    ("seed", REMOVED, r"missing split\.seed"),
+])
+def test_a_bad_setting_names_its_key(key, bad, message):
+    with pytest.raises(SettingsError, match=message):
+        split.SplitSettings.from_params(repo_params(f"split.{key}", bad))

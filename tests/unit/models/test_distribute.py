@@ -63,7 +63,8 @@ MIRRORED = """
     import json, numpy as np
     from dogbreeds.models import distribute
     devices = distribute.split_cpu(2)          # before any TF op
-    import keras, mlflow, tiny_models
+    import keras, mlflow
+    from support import tiny_models
     from pathlib import Path
     from dogbreeds.data import datasets
     from dogbreeds.tracking import store
@@ -126,7 +127,8 @@ MULTI_WORKER = """
     import json, numpy as np
     from dogbreeds.models import distribute
     strategy = distribute.make_strategy("multi_worker")
-    import keras, tiny_models
+    import keras
+    from support import tiny_models
     import tensorflow as tf
 
     index = distribute.tf_config()["task"]["index"]

@@ -1,0 +1,87 @@
+"""RGB JPEG copies of the photo files that are not plain RGB/grayscale JPEGs.
+
+:func:`dogbreeds.data.metadata.build_metadata` marks such files ``needs_conversion`` (PNG
+bytes under a ``.jpg`` name, CMYK or 4-channel JPEGs, palette or 16-bit data);
+:func:`convert_images` writes a baseline RGB JPEG copy of each and points its row at it, so
+every decoder (TF, OpenCV) reads every usable photo the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from dogbreeds.data.metadata import CONVERTED, NEEDS_CONVERSION, UNREADABLE, exception_text
+
+# Modes with more than 8 bits per sample (16-bit PNG/TIFF, float): scaled, not clipped.
+_HIGH_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow image → 8-bit RGB, the way the model's own decoder would see it.
+
+    Alpha is dropped, not composited: ``dogbreeds.data.preprocess.decode_image`` drops it too, so
+    a converted training photo looks like the same file does at inference. 16-bit and
+    integer modes are scaled to 0–255 rather than clipped. EXIF orientation is ignored, as
+    ``tf.io.decode_jpeg`` ignores it.
+    """
+    if image.mode in _HIGH_BIT_MODES:
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if array.max(initial=0) > 255 else 255.0
+        if image.mode == "F" and array.max(initial=0) <= 1.0:
+            top = 1.0
+        gray = np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if image.mode in {"P", "PA"}:
+        image = image.convert("RGBA")
+    if image.mode in {"LA", "La"}:
+        image = image.convert("L")
+    return image.convert("RGB")
+
+
+def convert_to_rgb_jpeg(source: Path, dest: Path, quality: int = 95) -> tuple[int, int, int]:
+    """Decode ``source`` (any format Pillow reads; first frame) and write a baseline RGB JPEG.
+
+    Returns:
+        ``(width, height, bytes)`` of the written file.
+    """
+    with Image.open(source) as image:
+        image.seek(0)
+        rgb = to_rgb(image)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    rgb.save(dest, format="JPEG", quality=quality, progressive=False)
+    return rgb.width, rgb.height, dest.stat().st_size
+
+
+def convert_images(df: pd.DataFrame, project_root: Path, out_dir: Path) -> pd.DataFrame:
+    """Write an RGB JPEG for every ``needs_conversion`` row and point the row at it.
+
+    The copy goes to ``out_dir/<folder>/<stem>.jpg``; the row becomes ``converted`` with
+    ``path`` = the copy, ``source`` = the raw file and ``reason`` = "converted from ...".
+    A file that fails to decode becomes ``unreadable`` instead (never raises).
+
+    Args:
+        df: Output of :func:`build_metadata` (paths relative to ``project_root``).
+        project_root: Folder the table's paths are relative to.
+        out_dir: Where copies go, relative to ``project_root`` (or absolute inside it).
+    """
+    df = df.copy()
+    root = Path(project_root)
+    out_rel = (root / out_dir).relative_to(root)
+    for index in df.index[df["status"] == NEEDS_CONVERSION]:
+        row = df.loc[index]
+        dest_rel = out_rel / row["folder"] / f"{Path(row['source']).stem}.jpg"
+        try:
+            width, height, size = convert_to_rgb_jpeg(root / row["source"], root / dest_rel)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            failure = exception_text(exc, root / row["source"])
+            df.loc[index, ["status", "reason"]] = [
+                UNREADABLE, f"{row['reason']}: decode failed: {failure}"]
+            continue
+        df.loc[index, ["path", "width", "height", "channels", "format", "bytes", "status",
+                       "reason"]] = [dest_rel.as_posix(), width, height, 3, "JPEG", size,
+                                     CONVERTED, f"converted from {row['reason']}"]
+    return df
