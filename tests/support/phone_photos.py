@@ -69,7 +69,7 @@ def sideways_jpeg(image: Image.Image, orientation: int) -> bytes:
 
 def phone_variants(path: Path) -> dict[str, bytes]:
     """One real photo as phones send it; keys name the variant."""
-    from dogbreeds.data.preprocess import register_formats
+    from dogbreeds.data.photos import register_formats
 
     register_formats()  # HEIC encoder (pillow-heif)
     with Image.open(path) as source:

@@ -15,7 +15,7 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from dogbreeds.data import preprocess
+from dogbreeds.data import photos
 
 MAX_UPLOAD_BYTES = 15 * 1024 * 1024
 MAX_PIXELS = 40_000_000
@@ -24,8 +24,8 @@ MULTIPART_SLACK = 64 * 1024
 # An oversized upload is read and discarded up to this many bytes so the client receives the
 # 413 instead of a connection reset while it is still sending; beyond it we just close.
 DRAIN_BYTES = 64 * 1024 * 1024
-# What the model's decoder reads (dogbreeds.data.preprocess.load_bytes): HEIC too.
-DECODABLE_FORMATS = frozenset(preprocess.ACCEPTED_FORMATS)
+# What the model's decoder reads (dogbreeds.data.photos.load_bytes): HEIC too.
+DECODABLE_FORMATS = frozenset(photos.ACCEPTED_FORMATS)
 
 
 class ApiError(Exception):
@@ -49,17 +49,17 @@ def check_image_header(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[str, 
     from PIL import Image
 
     if not data:
-        raise ApiError(400, f"empty upload: send a photo ({preprocess.FORMAT_NAMES})")
+        raise ApiError(400, f"empty upload: send a photo ({photos.FORMAT_NAMES})")
     try:
-        header = preprocess.read_header(data)
+        header = photos.read_header(data)
     except Image.DecompressionBombError as exc:
         raise ApiError(413, f"image too large: {exc}") from exc
     except ValueError as exc:
-        raise ApiError(415, f"not an image: send a photo ({preprocess.FORMAT_NAMES})") from exc
+        raise ApiError(415, f"not an image: send a photo ({photos.FORMAT_NAMES})") from exc
     fmt, width, height = header.format, header.width, header.height
     if fmt not in DECODABLE_FORMATS:
         raise ApiError(415, f"unsupported image format {fmt or 'unknown'}: send "
-                            f"{preprocess.FORMAT_NAMES}")
+                            f"{photos.FORMAT_NAMES}")
     if width * height > max_pixels:
         raise ApiError(413, f"image too large: {width}×{height} px is more than "
                             f"{max_pixels / 1e6:g} megapixels")

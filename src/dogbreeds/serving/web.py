@@ -39,8 +39,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from dogbreeds.data import preprocess
-from dogbreeds.serving.batching import BatchSettings, Batcher
+from dogbreeds.data import photos
+from dogbreeds.serving.batching import Batcher, BatchSettings
 from dogbreeds.serving.holder import DEFAULT_TOP_K, REFRESH_SECONDS, ModelHolder, labelled
 from dogbreeds.serving.predict import ModelLoadError, decode_error
 from dogbreeds.serving.pyfunc import rank
@@ -69,7 +69,7 @@ def index_html(max_upload_bytes: int = MAX_UPLOAD_BYTES) -> str:
     decoder really reads and the upload limit."""
     page = resources.files("dogbreeds.serving") / "static" / "index.html"
     return (page.read_text(encoding="utf-8")
-            .replace("__FORMATS__", preprocess.FORMAT_NAMES)
+            .replace("__FORMATS__", photos.FORMAT_NAMES)
             .replace("__ACCEPT__", ACCEPT)
             .replace("__MAX_MB__", f"{max_upload_bytes / (1024 * 1024):g}"))
 
