@@ -337,7 +337,7 @@ def over_http(store: Path, uri: str, photo: bytes, big: bytes, settings: dict, a
     finally:
         demo.stop()
     if with_runtime:
-        rt = demo_server(store, uri, settings, runtime="auto").wait()
+        rt = demo_server(store, uri, settings, runtime="litert").wait()
         try:
             out["demo_runtime"] = single(rt.port, demo_request(photo), args.calls)
             out["demo_runtime_throughput"] = {"32": _strip(hammer(

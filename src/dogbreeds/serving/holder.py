@@ -75,10 +75,13 @@ class ModelHolder:
         model_uri: any MLflow model URI.
         refresh_seconds: minimum time between two alias checks made by requests
             (``None`` or a negative value: only ``/api/reload`` reloads).
+        runtime: ``pyfunc`` (the registered model) or ``litert`` (its exported runtime).
     """
 
-    def __init__(self, model_uri: str, refresh_seconds: float | None = REFRESH_SECONDS) -> None:
+    def __init__(self, model_uri: str, refresh_seconds: float | None = REFRESH_SECONDS,
+                 runtime: str = "pyfunc") -> None:
         self.model_uri = model_uri
+        self.runtime = runtime
         self.ref = parse_registry_uri(model_uri)
         self.refresh_seconds = refresh_seconds
         # (model, description) in one attribute: a request reads either the old pair or the
@@ -102,7 +105,7 @@ class ModelHolder:
         ref = self.ref
         return {"uri": self.model_uri, "name": ref.name if ref else None,
                 "version": version or (ref.version if ref else None),
-                "alias": ref.alias if ref else None}
+                "alias": ref.alias if ref else None, "runtime": self.runtime}
 
     def load(self) -> dict[str, Any]:
         """(Re)load the model now and swap it in; return the new model's description.
@@ -125,7 +128,7 @@ class ModelHolder:
                 except Exception as exc:
                     raise no_model_error(self.model_uri, exc) from exc
                 uri = f"models:/{self.ref.name}/{version}"
-            self._state = (load_model(uri), self._describe(version))
+            self._state = (load_model(uri, self.runtime), self._describe(version))
             self._last_check = time.monotonic()
             log.info("serving %s", self._state[1])
             return self.info

@@ -143,7 +143,7 @@ def create_app(model_uri: str | None = None, *, holder: ModelHolder | None = Non
 
 def serve(model_uri: str, host: str = "127.0.0.1", port: int = 8000, *,
           refresh_seconds: float | None = REFRESH_SECONDS,
-          batching: BatchSettings = UNBATCHED) -> None:
+          batching: BatchSettings = UNBATCHED, runtime: str = "pyfunc") -> None:
     """Load the model, then serve the demo with uvicorn until interrupted.
 
     Exits with status 2 and a clear message when the model cannot be loaded.
@@ -151,7 +151,7 @@ def serve(model_uri: str, host: str = "127.0.0.1", port: int = 8000, *,
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    holder = ModelHolder(model_uri, refresh_seconds=refresh_seconds)
+    holder = ModelHolder(model_uri, refresh_seconds=refresh_seconds, runtime=runtime)
     try:
         info = holder.load()
     except ModelLoadError as exc:
