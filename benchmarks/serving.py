@@ -215,16 +215,38 @@ def load_test(server: Server, photo: bytes, requests: int, clients: int) -> dict
     """``requests`` uploads from ``clients``, every tenth a bad one; statuses and memory."""
     jobs = [demo_request(BAD_UPLOADS[(i // 10) % len(BAD_UPLOADS)] if i % 10 == 9 else photo)
             for i in range(requests)]
-    rss_start = server.rss_mib()
-    run = hammer(server.port, jobs, clients)
-    rss_end = server.rss_mib()
+    # Resident memory after each quarter: growth that stops is warm-up (allocator arenas,
+    # batch shapes); growth that goes on is a leak.
+    rss = [server.rss_mib()]
+    runs = []
+    quarter = -(-requests // 4)
+    for start in range(0, requests, quarter):
+        runs.append(hammer(server.port, jobs[start:start + quarter], clients))
+        rss.append(server.rss_mib())
+    run = merge_runs(runs, offsets=range(0, requests, quarter))
+    rss_start, rss_end = rss[0], rss[-1]
     bad_answers = [(status, body) for index, status, _, body in run.pop("_results")
                    if index % 10 == 9]
     with_message = sum(1 for status, body in bad_answers
                        if 400 <= status < 500 and json.loads(body or b"{}").get("error"))
     server_errors = sum(n for status, n in run["statuses"].items() if status >= 500 or status == 0)
     return {**run, "bad_uploads": len(bad_answers), "bad_uploads_4xx_with_message": with_message,
-            "server_errors": server_errors, "rss_mib_start": rss_start, "rss_mib_end": rss_end}
+            "server_errors": server_errors, "rss_mib_start": rss_start, "rss_mib_end": rss_end,
+            "rss_mib_each_quarter": rss}
+
+
+def merge_runs(runs: list[dict], offsets) -> dict:
+    """One summary of consecutive :func:`hammer` runs (their request indexes shifted)."""
+    results = [(index + offset, *rest) for run, offset in zip(runs, offsets, strict=True)
+               for index, *rest in run["_results"]]
+    statuses: dict[int, int] = {}
+    for run in runs:
+        for status, n in run["statuses"].items():
+            statuses[status] = statuses.get(status, 0) + n
+    seconds = sum(run["seconds"] for run in runs)
+    return {"clients": runs[0]["clients"], "requests": len(results), "seconds": round(seconds, 2),
+            "photos_per_second": round(len(results) / seconds, 2), "statuses": statuses,
+            "latency": percentiles([r[2] for r in results]), "_results": results}
 
 
 # ----- the run -----------------------------------------------------------------------------------
@@ -404,7 +426,8 @@ def report(r: dict) -> None:
         print(f"  load test: {lt['requests']} requests, {lt['clients']} clients, statuses "
               f"{lt['statuses']}, server errors {lt['server_errors']}, bad uploads "
               f"{lt['bad_uploads_4xx_with_message']}/{lt['bad_uploads']} got a 4xx with a "
-              f"message, RSS {lt['rss_mib_start']} → {lt['rss_mib_end']} MiB")
+              f"message, RSS {lt['rss_mib_start']} → {lt['rss_mib_end']} MiB (after each "
+              f"quarter: {lt['rss_mib_each_quarter']})")
     for name, value in r["targets"].items():
         print(f"  {name}: {value:.2f}x")
 

@@ -219,3 +219,26 @@ def test_serve_exits_2_when_the_model_is_missing(registry, capsys):
     assert exit_info.value.code == 2
     assert "no model at models:/dogbreeds@nobody: run `make repro` first" in \
         capsys.readouterr().err
+
+
+def test_the_page_lists_the_formats_it_really_accepts(server, registry):
+    import re
+
+    from PIL import Image
+
+    from dogbreeds.data.photos import register_formats
+
+    page = requests.get(server + "/", timeout=10).text
+    listed = re.search(r'<span id="formats">([^<]+)</span>, up to 15 MB', page)
+    assert listed, "the page names the formats and the limit"
+    names = re.split(r", | or |/", listed.group(1))
+    assert names == ["JPEG", "PNG", "WebP", "HEIC", "HEIF", "GIF", "BMP"]
+    register_formats()
+    photo = Image.open(registry.photos["papillon"][0]).convert("RGB")
+    pillow_name = {"HEIC": "HEIF"}
+    for name in names:
+        buf = io.BytesIO()
+        photo.save(buf, format=pillow_name.get(name, name.upper()))
+        response = upload(server, buf.getvalue(), name=f"dog.{name.lower()}")
+        assert response.status_code == 200, (name, response.text)
+        assert response.json()["image"]["format"] == pillow_name.get(name, name.upper())
