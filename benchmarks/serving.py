@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import ROOT, load, ratio, write_result
-from benchmarks.inference import free_port, percentiles
+from benchmarks.inference import free_port, percentiles, run_threads
 
 NAME = "serving"
 CLIENTS = (1, 8, 32)
@@ -187,13 +187,7 @@ def hammer(port: int, requests: list[Request], clients: int) -> dict:
             with lock:
                 results.append((index, status, time.perf_counter() - start, body))
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - start
+    wall = run_threads(client, clients)
     statuses: dict[int, int] = {}
     for _, status, _, _ in results:
         statuses[status] = statuses.get(status, 0) + 1

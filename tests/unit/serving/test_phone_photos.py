@@ -11,7 +11,6 @@ from PIL import Image
 
 from dogbreeds.serving.pyfunc import load_classifier, predict_images
 from dogbreeds.serving.web import create_app
-from support import sample_model
 from support.phone_photos import phone_variants, sample_available, sample_photos
 from support.tiny_registry import running_app
 
@@ -22,14 +21,6 @@ pytestmark = pytest.mark.skipif(not sample_available(),
 @pytest.fixture(scope="module")
 def real_photos(tmp_path_factory) -> dict[str, list]:
     return sample_photos(tmp_path_factory.mktemp("sample"), per_breed=4, skip=100)
-
-
-@pytest.fixture(scope="module")
-def sample_registry(tmp_path_factory):
-    reason = sample_model.available()
-    if reason:
-        pytest.skip(reason)
-    return sample_model.build_registry(tmp_path_factory.mktemp("sample-model"))
 
 
 def top1(model, images: list[bytes]) -> list[str]:

@@ -8,7 +8,6 @@ import io
 import json
 
 import numpy as np
-import pytest
 import requests
 
 from dogbreeds import cli
@@ -17,18 +16,9 @@ from dogbreeds.serving.holder import ModelHolder
 from dogbreeds.serving.predict import run_predict
 from dogbreeds.serving.pyfunc import load_classifier
 from dogbreeds.serving.web import create_app
-from support import sample_model
 from support.tiny_registry import running_app
 
 CHAMPION = "models:/dogbreeds@champion"
-
-
-@pytest.fixture(scope="module")
-def sample_registry(tmp_path_factory):
-    reason = sample_model.available()
-    if reason:
-        pytest.skip(reason)
-    return sample_model.build_registry(tmp_path_factory.mktemp("sample-model"))
 
 
 def export(registry, monkeypatch) -> str:
