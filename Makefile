@@ -40,6 +40,7 @@ lint: setup
 	ruff check .
 
 ui: setup
+	@echo "runs table: http://127.0.0.1:5000/#/experiments/1?workflowType=machine_learning"
 	mlflow ui --port 5000
 
 clean-venv:

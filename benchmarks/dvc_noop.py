@@ -1,8 +1,9 @@
 """``dvc repro`` with nothing changed: wall time of the no-op (and of ``dvc status``).
 
 Needs a project where the whole pipeline already ran (``--project``, default this checkout):
-it must have a ``dvc.lock`` and ``dvc status`` must report it up to date, otherwise the benchmark is skipped with a message (a "no-op" repro that reruns stages would
-train models for minutes). The project is copied (without its ``.venv``) so this never touches
+it must have a ``dvc.lock`` and ``dvc status`` must report it up to date, otherwise the
+benchmark is skipped with a message (a "no-op" repro that reruns stages would train models
+for minutes). The project is copied (without its ``.venv``) so this never touches
 it; the first ``dvc status`` in the copy rehashes every file (new inodes: DVC's state cache is
 cold) and is reported separately; then ``--repeats`` warm runs of each command.
 
@@ -82,8 +83,10 @@ def main(argv: list[str] | None = None) -> dict:
         if code != 0 or "Running stage" in out:
             return skip(f"`dvc repro` was not a no-op (exit {code}): {out[:500]}", load_before)
         repro_times.append(seconds)
-    stages = sum(1 for line in (copy / "dvc.lock").read_text().splitlines()
-                 if line.startswith("  ") and not line.startswith("   ") and line.rstrip().endswith(":"))
+    lock_lines = (copy / "dvc.lock").read_text().splitlines()
+    stages = sum(1 for line in lock_lines
+                 if line.startswith("  ") and not line.startswith("   ")
+                 and line.rstrip().endswith(":"))
     result = {
         # A name: machine paths do not belong in the committed result.
         "project": source.name, "copy_seconds": round(copy_seconds, 2), "stages": stages,

@@ -2,9 +2,9 @@
 
 For every backbone of :data:`dogbreeds.models.backbones.BACKBONES` (at its default input size,
 ``weights=None``: latency does not depend on the weights' values) a transfer model with a
-4-class head is saved, logged with :func:`dogbreeds.serving.pyfunc.log_classifier` and registered in a
-temporary SQLite MLflow store, loaded back from ``models:/<name>/1`` and asked for one real
-JPEG photo at a time (encoded bytes in, ranked breeds out: decode + resize + model +
+4-class head is saved, logged with :func:`dogbreeds.serving.pyfunc.log_classifier` and
+registered in a temporary SQLite MLflow store, loaded back from ``models:/<name>/1`` and asked
+for one real JPEG photo at a time (encoded bytes in, ranked breeds out: decode + resize + model +
 ranking). p50/p95 over ``--calls`` calls after a warm-up.
 
 Then the web demo (:mod:`dogbreeds.serving.web`, uvicorn, in a subprocess) serves the
@@ -111,7 +111,8 @@ def free_port() -> int:
 
 
 def web_throughput(uri: str, store: Path, photo: bytes, clients: int, requests: int) -> dict:
-    """Serve ``uri`` with ``dogbreeds.serving.web.serve`` in a subprocess; hammer it from threads."""
+    """Serve ``uri`` with ``dogbreeds.serving.web.serve`` in a subprocess; hammer it from
+    threads."""
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}"}
     server = subprocess.Popen(

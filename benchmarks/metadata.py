@@ -20,8 +20,16 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from benchmarks.common import (SCRATCH, load, peak_rss_mib, ratio, rss_mib, synthetic_tree,
-                               timed, write_result)
+from benchmarks.common import (
+    SCRATCH,
+    load,
+    peak_rss_mib,
+    ratio,
+    rss_mib,
+    synthetic_tree,
+    timed,
+    write_result,
+)
 
 NAME = "metadata"
 

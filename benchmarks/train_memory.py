@@ -3,8 +3,8 @@
 The training input streams from disk (:func:`dogbreeds.data.datasets.make_dataset` shuffles path
 strings, decodes batch by batch), so peak memory should stay flat as the number of images
 grows. Each size runs in a fresh subprocess (``ru_maxrss`` is a per-process high-water mark):
-it builds a small :func:`dogbreeds.models.builders.build_scratch_cnn` at 64 px and trains it one epoch
-with ``model.fit``; the child reports its RSS before ``fit`` and its peak.
+it builds a small :func:`dogbreeds.models.builders.build_scratch_cnn` at 64 px and trains it
+one epoch with ``model.fit``; the child reports its RSS before ``fit`` and its peak.
 
 Inputs: 2,000 distinct small synthetic JPEGs (128×96, 10 classes) listed repeatedly to reach
 each size (decoding cost and memory per image are what matter, not distinctness).
@@ -20,8 +20,7 @@ import subprocess
 import sys
 import time
 
-from benchmarks.common import (ROOT, load, peak_rss_mib, ratio, rss_mib, synthetic_tree,
-                               write_result)
+from benchmarks.common import ROOT, load, peak_rss_mib, ratio, rss_mib, synthetic_tree, write_result
 
 NAME = "train_memory"
 DISTINCT = 2000
@@ -76,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
             [sys.executable, "-m", "benchmarks.train_memory", "--child", str(n),
              "--image-size", str(args.image_size), "--batch-size", str(args.batch_size)],
             cwd=ROOT, capture_output=True, text=True, check=False)
-        line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+        line = next((out for out in proc.stdout.splitlines() if out.startswith("RESULT ")), None)
         if line is None:
             raise RuntimeError(f"child for {n} images failed:\n{proc.stderr[-3000:]}")
         run = json.loads(line[len("RESULT "):])

@@ -5,12 +5,13 @@ an untimed warm-up (TensorFlow's runtime and kernels: neither side pays them for
 alternating (a) and (b) ``--repeats`` times and keeping the fastest run of each (the other
 jobs on a shared machine only ever add time):
 
-(a) cached — one backbone pass over every image (:func:`dogbreeds.models.features.compute_feature_cache`,
-    what the ``features`` stage runs), then the head trains on the vectors
-    (:func:`dogbreeds.models.builders.build_head` + :func:`dogbreeds.data.datasets.array_dataset`);
-(b) recompute — the full model (:func:`dogbreeds.models.builders.build_transfer_model`, backbone frozen)
-    trains on the images (:func:`dogbreeds.data.datasets.make_dataset`): the frozen backbone runs over
-    every image again in every epoch, for training and validation.
+(a) cached — one backbone pass over every image
+    (:func:`dogbreeds.models.features.compute_feature_cache`, what the ``features`` stage runs),
+    then the head trains on the vectors (:func:`dogbreeds.models.builders.build_head` +
+    :func:`dogbreeds.data.datasets.array_dataset`);
+(b) recompute — the full model (:func:`dogbreeds.models.builders.build_transfer_model`,
+    backbone frozen) trains on the images (:func:`dogbreeds.data.datasets.make_dataset`): the
+    frozen backbone runs over every image again in every epoch, for training and validation.
 
 Then the real stages on the same cache, in a temporary project with a copy of params.yaml:
 the ``features`` stage's pass (a's) + saving the cache where ``train_transfer`` reads it, and
@@ -42,8 +43,17 @@ import os
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import (MOBILENET_WEIGHTS, ROOT, add_split, load, ratio, sample_images,
-                               synthetic_tree, timed, write_result)
+from benchmarks.common import (
+    MOBILENET_WEIGHTS,
+    ROOT,
+    add_split,
+    load,
+    ratio,
+    sample_images,
+    synthetic_tree,
+    timed,
+    write_result,
+)
 from pipeline.common import PARAMS_FILE, load_params
 
 NAME = "transfer_cache"
@@ -61,8 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--name", default=NAME, help="results file name (without .json)")
     parser.add_argument("--synthetic", type=int, default=0, metavar="N",
-                        help="use N synthetic 500x375 photos (of --breeds breeds) instead of the sample "
-                             "(the stage-vs-floor ratio at a realistic dataset size)")
+                        help="use N synthetic 500x375 photos (of --breeds breeds) instead of the "
+                             "sample (the stage-vs-floor ratio at a realistic dataset size)")
     parser.add_argument("--breeds", type=int, default=15,
                         help="breeds of the synthetic photos (15: the default config; 120: all)")
     parser.add_argument("--repeats", type=int, default=2,
@@ -106,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     warm_up(df, weights, size, batch)
     runs_a, runs_b = [], []
-    for repeat in range(args.repeats):   # alternate (a) and (b): load drifts hit both alike
+    for _ in range(args.repeats):   # alternate (a) and (b): load drifts hit both alike
         runs_a.append(cached_head(args, df, classes, weights, head_cfg, head_batch))
         if not args.skip_recompute:
             runs_b.append(recompute_every_epoch(args, train_df, val_df, classes, weights,
@@ -155,17 +165,16 @@ def warm_up(df, weights, size: int, batch: int) -> None:
 
 def cached_head(args, df, classes, weights, head_cfg: dict, head_batch: int) -> dict:
     """(a): one backbone pass over every image, then the head on the cached vectors."""
-    from dogbreeds.models import features
-    from dogbreeds.models import training
     from dogbreeds.data.datasets import array_dataset
+    from dogbreeds.models import features, fit
     from dogbreeds.models.builders import build_head
 
     size, batch, epochs = args.image_size, args.batch_size, args.epochs
-    training.seed_everything(args.seed)
+    fit.seed_everything(args.seed)
     with timed() as t_pass:
         by_split, index, meta, extractor = features.compute_feature_cache(
             df, classes, BACKBONE, weights, size, "avg", batch, Path("/"))
-    training.seed_everything(args.seed)
+    fit.seed_everything(args.seed)
     head = build_head(by_split["train"].shape[1:], len(classes), head_cfg["dense"],
                       head_cfg["dropout"], head_cfg["pooling"], head_cfg["learning_rate"])
     train_labels = index.loc[index["split"] == "train", "label"].to_numpy()
@@ -192,12 +201,12 @@ def cached_head(args, df, classes, weights, head_cfg: dict, head_batch: int) -> 
 def recompute_every_epoch(args, train_df, val_df, classes, weights, head_cfg: dict,
                           feature_shape: list[int]) -> dict:
     """(b): the full model with the frozen backbone, fit on images for the same epochs."""
-    from dogbreeds.models import training
     from dogbreeds.data.datasets import make_dataset
+    from dogbreeds.models import fit
     from dogbreeds.models.builders import build_head, build_transfer_model
 
     size, batch, epochs = args.image_size, args.batch_size, args.epochs
-    training.seed_everything(args.seed)
+    fit.seed_everything(args.seed)
     head = build_head(tuple(feature_shape), len(classes), head_cfg["dense"],
                       head_cfg["dropout"], head_cfg["pooling"], head_cfg["learning_rate"])
     with timed() as t_full:
@@ -224,8 +233,7 @@ def stage_vs_floor(params: dict, by_split, index, meta, extractor, pass_seconds:
     import yaml
 
     import pipeline.train_transfer
-    from dogbreeds.models import backbones
-    from dogbreeds.models import features
+    from dogbreeds.models import backbones, features
     from dogbreeds.tracking import store
 
     # The repo's params, but this run's seed, and the head only: the temporary project holds

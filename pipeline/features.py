@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import mlflow
 
-from dogbreeds.models import backbones
 from dogbreeds.data import datasets, tables
-from dogbreeds.models import features
+from dogbreeds.models import backbones, features, fit
 from dogbreeds.tracking import store
-from dogbreeds.models import training
 from pipeline.common import backbone_argument, load_params, project_root
 
 STAGE = "features"
@@ -25,20 +23,21 @@ def main(argv: list[str] | None = None) -> None:
     name = backbone_argument(STAGE, argv)
     params = load_params()
     root = project_root()
-    base, cfg = params["base"], params["train_transfer"]
-    image_size = backbones.image_size_for(name, cfg.get("image_size"))
-    training.seed_everything(int(base["seed"]))  # random init (weights: none) is reproducible
+    base = fit.BaseSettings.from_params(params)
+    settings = features.FeatureSettings.from_params(params, name)
+    fit.seed_everything(base.seed)  # random init (weights: none) is reproducible
+    cfg = params[features.SECTION]
 
-    with store.stage_run(STAGE, root, params={"backbone": name, "image_size_px": image_size,
-                                                 **{k: cfg[k] for k in PARAMS}},
-                            experiment=base["experiment"], run_name=f"{STAGE}@{name}",
-                            extra_tags={"backbone": name}):
+    with store.stage_run(STAGE, root, params={"backbone": name,
+                                              "image_size_px": settings.image_size,
+                                              **{k: cfg[k] for k in PARAMS}},
+                         experiment=base.experiment, run_name=f"{STAGE}@{name}",
+                         extra_tags={"backbone": name}):
         df = tables.read_stage_table(params, root, "augment")
         by_split, index, meta, extractor = features.compute_feature_cache(
-            df, datasets.class_names(df), name, cfg["weights"], image_size, cfg["pooling"],
-            int(cfg["batch_size"]), root, use_augmented=bool(cfg["use_augmented"]))
-        out_dir = root / cfg["features_dir"] / name
-        features.save_feature_cache(out_dir, by_split, index, meta,
+            df, datasets.class_names(df), name, settings.weights, settings.image_size,
+            settings.pooling, settings.batch_size, root, use_augmented=settings.use_augmented)
+        features.save_feature_cache(root / settings.cache_dir, by_split, index, meta,
                                     backbone=backbones.find_backbone(extractor))
         mlflow.log_metrics({"images": meta["n"], "seconds": meta["seconds"],
                             "images_per_second": meta["images_per_second"],

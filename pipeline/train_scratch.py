@@ -8,12 +8,11 @@ continues from the last finished epoch.
 
 from __future__ import annotations
 
-
 from dogbreeds.data import datasets, tables
-from dogbreeds.models import builders
-from dogbreeds.tracking import store
-from dogbreeds.models import training
+from dogbreeds.models import fit, record
 from dogbreeds.models.distribute import global_batch_size, make_strategy
+from dogbreeds.models.scratch import ScratchSettings
+from dogbreeds.tracking import store
 from pipeline.common import load_params, project_root
 
 STAGE = "train_scratch"
@@ -22,31 +21,27 @@ STAGE = "train_scratch"
 def main() -> None:
     params = load_params()
     root = project_root()
-    base, cfg = params["base"], params[STAGE]
-    seed = int(base["seed"])
-    image_size = int(cfg.get("image_size") or params["data"]["image_size"])
-    training.seed_everything(seed)
-    strategy = make_strategy(base.get("distribute"))
+    base = fit.BaseSettings.from_params(params)
+    settings = ScratchSettings.from_params(params)
+    fit.seed_everything(base.seed)
+    strategy = make_strategy(base.distribute)
     # params give the per-replica batch; the global batch grows with the replicas.
-    batch_size = global_batch_size(int(cfg["batch_size"]), strategy)
+    batch_size = global_batch_size(settings.batch_size, strategy)
 
-    with store.stage_run(STAGE, root, params={"base": base, STAGE: cfg},
-                            experiment=base["experiment"]):
+    with store.stage_run(STAGE, root, params={"base": params["base"], STAGE: params[STAGE]},
+                         experiment=base.experiment):
         df = tables.read_stage_table(params, root, "augment")
         classes, train_df, val_df, train_ds, val_ds = datasets.train_val_datasets(
-            df, image_size, batch_size, use_augmented=bool(cfg["use_augmented"]), seed=seed,
-            root=root)
+            df, settings.image_size, batch_size, use_augmented=settings.use_augmented,
+            seed=base.seed, root=root)
         with strategy.scope():
-            model = builders.build_scratch_cnn(
-                len(classes), image_size, blocks=cfg["blocks"], dense=cfg["dense"],
-                dropout=float(cfg["dropout"]), learning_rate=float(cfg["learning_rate"]),
-                pooling=cfg["pooling"], augmentation=cfg.get("online_augmentation"), seed=seed)
-        metrics = training.fit_and_record(
-            model, train_ds, val_ds, name="scratch", kind="scratch", out_dir=root / cfg["output"],
-            epochs=int(cfg["epochs"]), classes=classes, image_size=image_size,
-            n_train_images=len(train_df),
-            early_stopping_patience=int(cfg["early_stopping_patience"]),
-            work_dir=root / "checkpoints" / "scratch",
+            model = settings.build_model(len(classes))
+        metrics = record.fit_and_record(
+            model, train_ds, val_ds, name="scratch", kind="scratch",
+            out_dir=root / settings.output, epochs=settings.epochs, classes=classes,
+            image_size=settings.image_size, n_train_images=len(train_df),
+            early_stopping_patience=settings.early_stopping_patience,
+            work_dir=root / settings.checkpoint_dir,
             data_key=datasets.frames_fingerprint(train_df, val_df, root=root))
         print(f"{STAGE}: val_accuracy {metrics['val_accuracy']:.3f} after {metrics['epochs']} "
               f"epochs ({metrics['params']:,} params)")

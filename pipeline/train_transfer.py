@@ -7,12 +7,10 @@ model takes raw 0–255 images. Work state lives in ``checkpoints/<backbone>/``.
 
 from __future__ import annotations
 
-
 from dogbreeds.data import datasets, tables
-from dogbreeds.models import features
+from dogbreeds.models import features, fit, transfer
+from dogbreeds.models.distribute import make_strategy
 from dogbreeds.tracking import store
-from dogbreeds.models import training
-from dogbreeds.models.distribute import global_batch_size, make_strategy
 from pipeline.common import backbone_argument, load_params, project_root
 
 STAGE = "train_transfer"
@@ -22,31 +20,21 @@ def main(argv: list[str] | None = None) -> None:
     name = backbone_argument(STAGE, argv)
     params = load_params()
     root = project_root()
-    base, cfg = params["base"], params[STAGE]
-    seed = int(base["seed"])
+    base = fit.BaseSettings.from_params(params)
+    settings = transfer.TransferSettings.from_params(params, name)
 
-    with store.stage_run(STAGE, root, params={"base": base, STAGE: cfg, "backbone": name},
-                            experiment=base["experiment"], run_name=f"{STAGE}@{name}",
-                            extra_tags={"backbone": name}):
-        cache = features.load_feature_cache(root / cfg["features_dir"] / name)
+    with store.stage_run(STAGE, root,
+                         params={"base": params["base"], STAGE: params[STAGE], "backbone": name},
+                         experiment=base.experiment, run_name=f"{STAGE}@{name}",
+                         extra_tags={"backbone": name}):
+        cache = features.load_feature_cache(root / settings.cache_dir)
         frames = None
-        if int(cfg["fine_tune_layers"]) > 0 and int(cfg["fine_tune_epochs"]) > 0:
+        if settings.fine_tunes:
             df = tables.read_stage_table(params, root, "augment")
-            train_df, val_df, _ = datasets.training_frames(df, bool(cfg["use_augmented"]))
+            train_df, val_df, _ = datasets.training_frames(df, settings.use_augmented)
             frames = (train_df, val_df)
-        strategy = make_strategy(base.get("distribute"))
-        metrics = training.train_transfer(
-            cache, backbone_name=name, out_dir=root / cfg["output"] / name,
-            work_dir=root / "checkpoints" / name, dense=cfg["dense"],
-            dropout=float(cfg["dropout"]), pooling=cfg["pooling"],
-            learning_rate=float(cfg["learning_rate"]), epochs=int(cfg["epochs"]),
-            batch_size=global_batch_size(int(cfg["batch_size"]), strategy),
-            early_stopping_patience=int(cfg["early_stopping_patience"]), seed=seed,
-            head_batch_size=global_batch_size(int(cfg["head_batch_size"]), strategy),
-            fine_tune_layers=int(cfg["fine_tune_layers"]),
-            fine_tune_epochs=int(cfg["fine_tune_epochs"]),
-            fine_tune_learning_rate=float(cfg["fine_tune_learning_rate"]),
-            image_frames=frames, root=root, strategy=strategy)
+        metrics = transfer.train_transfer(cache, settings, root=root, image_frames=frames,
+                                          strategy=make_strategy(base.distribute))
         print(f"{STAGE}@{name}: val_accuracy {metrics['val_accuracy']:.3f} "
               f"(head {metrics['head_seconds']:.1f} s vs backbone pass "
               f"{metrics['backbone_pass_seconds']:.1f} s)")

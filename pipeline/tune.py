@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 
 from dogbreeds.data import datasets, tables
-from dogbreeds.models import training
-from dogbreeds.tracking import store
-from dogbreeds.models import tuning
-from dogbreeds.models.distribute import global_batch_size, make_strategy
 from dogbreeds.jsonfile import write_json
+from dogbreeds.models import fit, record, tuners, tuning
+from dogbreeds.models.distribute import global_batch_size, make_strategy
+from dogbreeds.models.scratch import ScratchSettings
+from dogbreeds.tracking import store
 from pipeline.common import load_params, project_root
 
 STAGE = "tune"
@@ -24,58 +24,52 @@ STAGE = "tune"
 def main() -> None:
     params = load_params()
     root = project_root()
-    base, tune, scratch = params["base"], params["tune"], params["train_scratch"]
-    seed = int(base["seed"])
-    image_size = int(scratch.get("image_size") or params["data"]["image_size"])
-    training.seed_everything(seed)
-    strategy = make_strategy(base.get("distribute"))
+    base = fit.BaseSettings.from_params(params)
+    settings = tuning.TuneSettings.from_params(params)
+    scratch = ScratchSettings.from_params(params)
+    fit.seed_everything(base.seed)
+    strategy = make_strategy(base.distribute)
     # params give the per-replica batch; the global batch grows with the replicas.
-    batch_size = global_batch_size(int(tune["batch_size"]), strategy)
+    batch_size = global_batch_size(settings.batch_size, strategy)
 
-    with store.stage_run(STAGE, root, params={"base": base, "tune": tune,
-                                                 "train_scratch": scratch},
-                            experiment=base["experiment"]):
+    with store.stage_run(STAGE, root, params={"base": params["base"], "tune": params["tune"],
+                                              "train_scratch": params["train_scratch"]},
+                         experiment=base.experiment):
         df = tables.read_stage_table(params, root, "augment")
         classes, train_df, val_df, train_ds, val_ds = datasets.train_val_datasets(
-            df, image_size, batch_size, use_augmented=bool(scratch["use_augmented"]), seed=seed,
-            root=root)
+            df, scratch.image_size, batch_size, use_augmented=scratch.use_augmented,
+            seed=base.seed, root=root)
         data_key = datasets.frames_fingerprint(train_df, val_df, root=root)
 
-        space = tuning.SearchSpace.from_params(tune["search_space"])
-        fixed = {"image_size": image_size, "pooling": scratch["pooling"],
-                 "augmentation": scratch.get("online_augmentation")}
         hypermodel = tuning.ScratchCNNHyperModel(
-            space, len(classes), image_size, pooling=fixed["pooling"],
-            augmentation=fixed["augmentation"], seed=seed)
-        project = tuning.project_name(tune["algorithm"], {
-            "search_space": tune["search_space"], "epochs": tune["epochs"],
-            "batch_size": batch_size, "seed": seed, "model": fixed, "classes": classes,
-            "data": data_key,
-        })
-        tuner = tuning.make_tuner(
-            tune["algorithm"], hypermodel, max_trials=int(tune["max_trials"]),
-            epochs=int(tune["epochs"]), seed=seed, directory=root / "checkpoints" / STAGE,
+            settings.search_space, len(classes), scratch.image_size, pooling=scratch.pooling,
+            augmentation=scratch.online_augmentation, seed=base.seed)
+        project = settings.project(scratch, batch_size=batch_size, classes=classes,
+                                   data_key=data_key)
+        tuner = tuners.make_tuner(
+            settings.algorithm, hypermodel, max_trials=settings.max_trials,
+            epochs=settings.epochs, seed=base.seed, directory=root / settings.tuner_dir,
             project=project, strategy=strategy)
 
-        result = tuning.run_search(tuner, train_ds, val_ds, epochs=int(tune["epochs"]))
+        result = tuners.run_search(tuner, train_ds, val_ds, epochs=settings.epochs)
         if os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief":
             return  # a distributed-tuning worker: the chief retrains and writes the outputs
-        record = tuning.best_hyperparameters_record(
-            result, algorithm=tune["algorithm"], project=project, fixed=fixed)
-        out_dir = root / tune["output"]
-        write_json(out_dir / "best_hyperparameters.json", record)
-        tuning.log_search(result, record)
+        best = tuners.best_hyperparameters_record(
+            result, algorithm=settings.algorithm, project=project, fixed=scratch.fixed)
+        out_dir = root / settings.output
+        write_json(out_dir / "best_hyperparameters.json", best)
+        tuners.log_search(result, best)
 
-        training.seed_everything(seed)
-        model = tuning.build_best_model(tuner, strategy)
-        training.fit_and_record(
+        fit.seed_everything(base.seed)
+        model = tuners.build_best_model(tuner, strategy)
+        record.fit_and_record(
             model, train_ds, val_ds, name="scratch_tuned", kind="scratch_tuned",
-            out_dir=out_dir, epochs=int(tune["final_epochs"]), classes=classes,
-            image_size=image_size, n_train_images=len(train_df),
-            early_stopping_patience=int(scratch["early_stopping_patience"]),
-            work_dir=root / "checkpoints" / "scratch_tuned", data_key=data_key,
+            out_dir=out_dir, epochs=settings.final_epochs, classes=classes,
+            image_size=scratch.image_size, n_train_images=len(train_df),
+            early_stopping_patience=scratch.early_stopping_patience,
+            work_dir=root / settings.retrain_checkpoint_dir, data_key=data_key,
             extra_metrics={"tune_best_val_accuracy": result.best_score,
-                           "tune_trials": record["trials"]["completed"]})
+                           "tune_trials": best["trials"]["completed"]})
 
 
 if __name__ == "__main__":

@@ -82,7 +82,8 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
                             f"{key}: {value!r} matches none of {', '.join(map(_name, options))}")
     if origin is typing.Literal:
         if value not in args:
-            raise SettingsError(f"{key}: expected one of {', '.join(map(repr, args))}, got {value!r}")
+            choices = ", ".join(map(repr, args))
+            raise SettingsError(f"{key}: expected one of {choices}, got {value!r}")
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):

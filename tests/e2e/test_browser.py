@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from support.project import REPO
 from dogbreeds.serving.predict import display_name
 from dogbreeds.serving.web import create_app
+from support.project import REPO
 from support.tiny_registry import running_app
 
 pytestmark = pytest.mark.slow

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support.project import GIT_ENV, dvc_bin, make_project, relative_files, venv_env
 from dogbreeds.profiles import apply_profile
+from support.project import GIT_ENV, dvc_bin, make_project, relative_files, venv_env
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +66,8 @@ def test_fresh_clone_pulls_and_repro_does_nothing(pushed, tmp_path):
     dvc(clone, "pull", "--with-deps", "build_metadata")
     for out in ("data/raw", "data/metadata"):
         assert relative_files(clone / out) == relative_files(project / out), out
-    assert "Data and pipelines are up to date" in dvc(clone, "status", "--with-deps", "build_metadata").stdout
+    status = dvc(clone, "status", "--with-deps", "build_metadata").stdout
+    assert "Data and pipelines are up to date" in status
     repro = dvc(clone, "repro", "build_metadata")
     assert "Running stage" not in repro.stdout
     assert "didn't change, skipping" in repro.stdout

@@ -1,7 +1,7 @@
 """Faults real runs meet, each asserting nothing was lost: two ``dvc repro`` at once, and a
 download killed mid-file.
 
-(A training process killed mid-epoch: tests/test_training.py; an unreachable tracking
+(A training process killed mid-epoch: tests/stages/test_train_scratch.py; an unreachable tracking
 server: tests/test_tracking.py and tests/test_tracking_server.py.)
 """
 
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from dogbreeds.profiles import apply_profile
 from support import fakedata
 from support.project import GIT_ENV, dvc_bin, make_project, run_stage, venv_env
-from dogbreeds.profiles import apply_profile
 from support.servers import DirectoryServer
 
 pytestmark = pytest.mark.slow

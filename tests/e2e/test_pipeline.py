@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support.project import GIT_ENV, dvc_bin, make_project, venv_env
 from dogbreeds.profiles import apply_profile
+from support.project import GIT_ENV, dvc_bin, make_project, venv_env
 from support.servers import serve_directory
 
 pytestmark = pytest.mark.slow

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from dogbreeds.tracking import store
 from support import tiny_models as tm
 from support.project import venv_env
-from dogbreeds.tracking import store
 from support.servers import free_port
 
 pytestmark = pytest.mark.slow
@@ -59,7 +59,8 @@ def server(tmp_path_factory):
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("server did not start:\n" + (root / "serve.log").read_text()[-3000:])
+                log_tail = (root / "serve.log").read_text()[-3000:]
+                raise RuntimeError("server did not start:\n" + log_tail)
             time.sleep(1)
         yield f"{url}/invocations"
     finally:

@@ -24,11 +24,11 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
+from dogbreeds.data import datasets
+from dogbreeds.models import fit, record
+from dogbreeds.tracking import store
 from support import tiny_models
 from support.project import venv_env
-from dogbreeds.data import datasets
-from dogbreeds.tracking import store
-from dogbreeds.models import training
 from support.servers import free_port
 
 pytestmark = pytest.mark.slow
@@ -125,7 +125,7 @@ def test_training_and_registration_through_the_server(server, tmp_path, monkeypa
     with store.stage_run("train_scratch", tmp_path, params={"lr": 0.05},
                             experiment="shared") as run:
         run_id = run.info.run_id
-        metrics = training.fit_and_record(
+        metrics = record.fit_and_record(
             tiny_model(), train_ds, val_ds, name="scratch", kind="scratch", out_dir=out,
             epochs=2, classes=tiny_models.CLASSES, image_size=tiny_models.SIZE,
             n_train_images=24, early_stopping_patience=3, work_dir=tmp_path / "ckpt",
@@ -169,16 +169,16 @@ def test_server_lost_before_recording_keeps_local_results(tmp_path, monkeypatch)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", srv.url)
         with pytest.raises(mlflow.exceptions.MlflowException, match="127.0.0.1"):
             with store.stage_run("train_scratch", tmp_path, experiment="shared"):
-                fit = training.fit_resumable(tiny_model(), train_ds, val_ds, epochs=2,
-                                             work_dir=tmp_path / "ckpt",
-                                             early_stopping_patience=3, verbose=0)
+                result = fit.fit_resumable(tiny_model(), train_ds, val_ds, epochs=2,
+                                         work_dir=tmp_path / "ckpt",
+                                         early_stopping_patience=3, verbose=0)
                 stop(srv.process)
                 start = time.monotonic()
                 try:
-                    training.record_model(
-                        tiny_model(), fit.history, name="scratch", kind="scratch",
+                    record.record_model(
+                        tiny_model(), result.history, name="scratch", kind="scratch",
                         out_dir=out, classes=tiny_models.CLASSES, image_size=tiny_models.SIZE,
-                        train_seconds=fit.seconds, images_per_second=1.0)
+                        train_seconds=result.seconds, images_per_second=1.0)
                 finally:
                     elapsed = time.monotonic() - start
     assert elapsed < 60  # bounded retries, not a hang

@@ -86,7 +86,8 @@ class DirectoryServer:
         return [r.path for r in self.requests if r.method == method]
 
     def start(self) -> DirectoryServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
 

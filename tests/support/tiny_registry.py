@@ -16,8 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from support import fakedata
-from support import tiny_models
+from support import fakedata, tiny_models
 
 MODEL_NAME = "dogbreeds"
 
@@ -78,3 +77,16 @@ def running_app(app, timeout: float = 120.0) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def empty_registered_model(root: Path, name: str, experiment: str = "registry-test"):
+    """The project store under ``root`` (SQLite, selected for this process) holding a new
+    registered model ``name`` with no version yet; return its ``MlflowClient``."""
+    from mlflow.tracking import MlflowClient
+
+    from dogbreeds.tracking import store
+
+    store.configure(root, experiment)
+    client = MlflowClient()
+    client.create_registered_model(name)
+    return client

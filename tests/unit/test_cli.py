@@ -6,26 +6,25 @@ import shutil
 
 import pytest
 import yaml
-from mlflow.tracking import MlflowClient
 
 from dogbreeds import cli
 from dogbreeds.settings import SettingsError
-from dogbreeds.tracking import store
-from support.project import REPO
+from support.project import REPO, repo_params
+from support.tiny_registry import empty_registered_model
 
 
-def write_params(folder, **registry) -> None:
-    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
-    params["registry"].update(registry)
+def write_params(folder, key: str, value) -> None:
+    """The repo's params.yaml in ``folder`` with ``registry.<key>`` set to ``value``."""
+    params = repo_params(f"registry.{key}", value)
     (folder / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
 
 
 def test_default_model_uri_follows_registry_model_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
-    shipped = yaml.safe_load((REPO / "params.yaml").read_text())["registry"]["model_name"]
+    shipped = repo_params()["registry"]["model_name"]
     assert cli.default_model_uri() == f"models:/{shipped}@champion"
-    write_params(tmp_path, model_name="other-dogs")
+    write_params(tmp_path, "model_name", "other-dogs")
     assert cli.registry_model_name() == "other-dogs"
     assert cli.default_model_uri() == "models:/other-dogs@champion"
 
@@ -37,7 +36,7 @@ def test_without_params_yaml_the_documented_fallback_applies(tmp_path, monkeypat
 
 def test_predict_uses_the_params_model_by_default(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # no mlflow.db here: the error names the URI it tried
-    write_params(tmp_path, model_name="other-dogs")
+    write_params(tmp_path, "model_name", "other-dogs")
     photo = tmp_path / "dog.jpg"
     photo.write_bytes(b"\xff\xd8\xff")
     assert cli.main(["predict", str(photo)]) == 2
@@ -46,10 +45,8 @@ def test_predict_uses_the_params_model_by_default(tmp_path, monkeypatch, capsys)
 
 def test_models_and_promote_use_the_params_model_name(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    write_params(tmp_path, model_name="other-dogs")
-    store.configure(tmp_path, "cli-test")
-    client = MlflowClient()
-    client.create_registered_model("other-dogs")
+    write_params(tmp_path, "model_name", "other-dogs")
+    client = empty_registered_model(tmp_path, "other-dogs", "cli-test")
     for _ in range(2):
         client.create_model_version("other-dogs", source="file:///nowhere")
     assert cli.main(["promote", "2"]) == 0
@@ -60,14 +57,14 @@ def test_models_and_promote_use_the_params_model_name(tmp_path, monkeypatch, cap
     assert "no registered model 'dogbreeds-none'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("registry, message", [
-    ({"model_name": 5}, "registry.model_name: expected a string"),
-    ({"min_improvement": "a lot"}, "registry.min_improvement: expected a number"),
+@pytest.mark.parametrize("key, value, message", [
+    ("model_name", 5, "registry.model_name: expected a string"),
+    ("min_improvement", "a lot", "registry.min_improvement: expected a number"),
 ])
-def test_a_wrong_registry_section_names_the_key(tmp_path, monkeypatch, capsys, registry,
+def test_a_wrong_registry_section_names_the_key(tmp_path, monkeypatch, capsys, key, value,
                                                 message):
     monkeypatch.chdir(tmp_path)
-    write_params(tmp_path, **registry)
+    write_params(tmp_path, key, value)
     assert cli.main(["models"]) == 2
     assert message in capsys.readouterr().err
 

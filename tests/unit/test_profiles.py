@@ -7,9 +7,9 @@ import shutil
 import pytest
 import yaml
 
-from support.project import REPO
 from dogbreeds.cli import main
 from dogbreeds.profiles import apply_profile, parse_override
+from support.project import REPO
 
 
 @pytest.fixture

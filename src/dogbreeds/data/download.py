@@ -42,9 +42,6 @@ from dogbreeds.data.verify import (
     write_sidecar,
 )
 
-# tracking.registry still imports it from here (the serving branch moves it to
-# dogbreeds.hashing); drop this line once that lands.
-from dogbreeds.hashing import file_sha256 as sha256_of  # noqa: F401
 from dogbreeds.settings import SettingsError, from_section, section, value
 
 log = logging.getLogger(__name__)

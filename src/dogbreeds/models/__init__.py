@@ -1,3 +1,5 @@
-"""Models: backbones, builders, training, tuning, features, evaluation, distribute."""
+"""Models: backbones, builders, scratch, fit, record, modeldir, tuning, tuners, features,
+transfer, evaluation, comparison, distribute."""
 
-__all__ = ["backbones", "builders", "distribute", "evaluation", "features", "training", "tuning"]
+__all__ = ["backbones", "builders", "comparison", "distribute", "evaluation", "features", "fit",
+           "modeldir", "record", "scratch", "transfer", "tuners", "tuning"]

@@ -1,11 +1,10 @@
-"""Test-set evaluation of trained models and their comparison.
+"""Test-set evaluation of trained models: scores, per-model reports, their MLflow runs.
 
 Every model is scored on the same untouched test photos (``split == "test"``,
 ``origin == "original"``) with the same input pipeline training used
-(:func:`dogbreeds.data.datasets.make_dataset`). The comparison keeps validation and test metrics side
-by side, but :func:`select_model` chooses on a validation metric only: the test set is
-reported, never used to choose (otherwise its accuracy would no longer be an unbiased
-estimate).
+(:func:`dogbreeds.data.datasets.make_dataset`). :mod:`dogbreeds.models.comparison` puts the
+results side by side and chooses on a validation metric only: the test set is reported, never
+used to choose.
 
 Note: ImageNet-pretrained backbones have seen some Stanford Dogs test photos during
 pre-training (the dataset was built from ImageNet), which flatters their test accuracy.
@@ -13,14 +12,15 @@ pre-training (the dataset was built from ImageNet), which flatters their test ac
 
 from __future__ import annotations
 
-import json
 import logging
+import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import pandas as pd
 from sklearn.metrics import (
@@ -33,14 +33,32 @@ from sklearn.metrics import (
 
 from dogbreeds.data.datasets import split_rows
 from dogbreeds.jsonfile import write_json
+from dogbreeds.models.modeldir import ModelDir
+from dogbreeds.settings import SettingsError, from_section, section
 
 log = logging.getLogger(__name__)
 
-# Columns of the comparison table, in display order.
-COMPARISON_COLUMNS = [
-    "model", "kind", "backbone", "train_accuracy", "val_loss", "val_accuracy", "test_accuracy",
-    "test_top5_accuracy", "test_macro_f1", "test_log_loss", "params", "latency_ms",
-]
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """The ``evaluate`` section of params.yaml."""
+
+    select_metric: str   # validation metric that chooses the model to register (never test)
+    batch_size: int      # images per inference batch
+    output: Path         # reports folder: per-model reports, plots, comparison, metrics.json
+
+    def __post_init__(self) -> None:
+        if not self.select_metric.startswith("val_"):
+            raise SettingsError(
+                f"params.yaml: evaluate.select_metric must be a validation metric (val_*), got "
+                f"{self.select_metric!r}: the test set is reported, never used to choose")
+        if self.batch_size < 1:
+            raise SettingsError(f"params.yaml: evaluate.batch_size must be at least 1, got "
+                                f"{self.batch_size}")
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> EvaluateSettings:
+        """From the whole params tree; errors name the bad ``evaluate.*`` key."""
+        return from_section(cls, section(params, "evaluate"), "evaluate")
 
 
 @dataclass(frozen=True)
@@ -54,7 +72,7 @@ class TrainedModel:
 
     @property
     def model_file(self) -> Path:
-        return self.path / "model.keras"
+        return ModelDir(self.path).model_file
 
 
 @dataclass
@@ -78,27 +96,27 @@ def test_frame(df: pd.DataFrame) -> pd.DataFrame:
     """
     test = split_rows(df, "test")
     if test.empty:
-        raise ValueError("the dataset table has no test rows (split == 'test', origin == 'original')")
+        raise ValueError("the dataset table has no test rows "
+                         "(split == 'test', origin == 'original')")
     return test
 
 
 def find_models(model_dirs: dict[str, Path]) -> list[TrainedModel]:
     """The trained models among ``{name: directory}``; missing ones are skipped with a warning.
 
-    A model counts as trained when its directory holds ``card.json`` and ``model.keras``;
-    ``metrics.json`` (training/validation numbers) is optional.
+    A model counts as trained when its directory holds ``card.json`` and ``model.keras``
+    (:meth:`~dogbreeds.models.modeldir.ModelDir.is_trained`); ``metrics.json``
+    (training/validation numbers) is optional.
     """
     found = []
     for name, path in model_dirs.items():
-        path = Path(path)
-        card_file, model_file = path / "card.json", path / "model.keras"
-        if not (card_file.is_file() and model_file.is_file()):
-            log.warning("model %r not found in %s (no card.json/model.keras): skipped", name, path)
+        folder = ModelDir(Path(path))
+        if not folder.is_trained():
+            log.warning("model %r not found in %s (no card.json/model.keras): skipped", name,
+                        folder.path)
             continue
-        card = json.loads(card_file.read_text(encoding="utf-8"))
-        metrics_file = path / "metrics.json"
-        metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() else {}
-        found.append(TrainedModel(name=name, path=path, card=card, train_metrics=metrics))
+        found.append(TrainedModel(name=name, path=folder.path, card=folder.read_card(),
+                                  train_metrics=folder.read_metrics()))
     return found
 
 
@@ -233,60 +251,50 @@ def write_model_report(result: Evaluation, out_dir: Path) -> dict[str, Path]:
     return files
 
 
-def comparison_row(trained: TrainedModel, result: Evaluation) -> dict[str, Any]:
-    """One line of the comparison table: training/validation numbers next to test ones."""
-    tm = trained.train_metrics
-    return {
-        "model": trained.name,
-        "kind": trained.card.get("kind"),
-        "backbone": trained.card.get("backbone"),
-        "train_accuracy": tm.get("train_accuracy"),
-        "val_loss": tm.get("val_loss"),
-        "val_accuracy": tm.get("val_accuracy"),
-        "test_accuracy": result.metrics["accuracy"],
-        "test_top5_accuracy": result.metrics["top5_accuracy"],
-        "test_macro_f1": result.metrics["macro_f1"],
-        "test_log_loss": result.metrics["log_loss"],
-        "params": trained.card.get("params", tm.get("params")),
-        "latency_ms": result.metrics.get("latency_ms"),
-    }
+def clear_reports(out: Path) -> None:
+    """Remove the per-model reports and plots: a model dropped from params must not linger."""
+    for stale in (out / "models", out / "plots"):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
-def comparison_table(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    return pd.DataFrame(list(rows), columns=COMPARISON_COLUMNS)
+def evaluate_and_report(trained: TrainedModel, test_df: pd.DataFrame, batch_size: int,
+                        out: Path, root: Path, run_tags: Mapping[str, str]) -> Evaluation:
+    """Evaluate one model in its own nested MLflow run, linked to its training run.
 
-
-def select_model(table: pd.DataFrame, metric: str = "val_accuracy") -> str:
-    """Name of the best model by a *validation* metric (lower is better for a loss).
-
-    Ties keep the table's order.
-
-    Raises:
-        ValueError: for a non-validation metric, a missing column or no usable value.
+    Writes its report under ``out/models/<name>/`` (also logged as the run's artifacts) and
+    DVC's confusion plot pair ``out/plots/<name>.csv`` (actual, predicted) + ``.png``.
     """
-    if not metric.startswith("val_"):
-        raise ValueError(f"select_metric must be a validation metric (val_*), got {metric!r}: "
-                         "the test set is reported, never used to choose")
-    if metric not in table.columns:
-        raise ValueError(f"unknown select_metric {metric!r}; columns: {list(table.columns)}")
-    values = pd.to_numeric(table[metric], errors="coerce")
-    if values.isna().all():
-        raise ValueError(f"no model has a value for {metric!r}")
-    lower_is_better = "loss" in metric
-    best = values.idxmin() if lower_is_better else values.idxmax()
-    return str(table.loc[best, "model"])
+    training_run = trained.card.get("mlflow_run_id") or ""
+    tags = {**run_tags, "dogbreeds.model": trained.name,
+            "dogbreeds.training_run_id": training_run}
+    with mlflow.start_run(run_name=f"evaluate-{trained.name}", nested=True, tags=tags):
+        result = evaluate_model(trained, test_df, batch_size, root)
+        report_dir = out / "models" / trained.name
+        files = write_model_report(result, report_dir)
+        mlflow.log_metrics({f"test_{k}": float(v) for k, v in result.metrics.items()})
+        mlflow.log_artifacts(str(report_dir), artifact_path="report")
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    result.predictions[["actual", "predicted"]].to_csv(plots / f"{trained.name}.csv", index=False)
+    shutil.copyfile(files["confusion"], plots / f"{trained.name}.png")
+    mlflow.set_tag(f"dogbreeds.training_run_id.{trained.name}", training_run)
+    return result
 
 
-def markdown_table(table: pd.DataFrame, digits: int = 4) -> str:
-    """A GitHub-flavoured Markdown table (no extra dependency)."""
-    def cell(value: Any) -> str:
-        if value is None or (isinstance(value, float) and np.isnan(value)):
-            return ""
-        if isinstance(value, (float, np.floating)):
-            return f"{value:.{digits}f}"
-        return str(value)
+def evaluate_all(models: Sequence[TrainedModel], test_df: pd.DataFrame, batch_size: int,
+                 out: Path, root: Path, run_tags: Mapping[str, str],
+                 on_result: Callable[[Evaluation], None] | None = None) -> list[Evaluation]:
+    """:func:`evaluate_and_report` every model in turn (``on_result`` hears of each)."""
+    results = []
+    for trained in models:
+        results.append(evaluate_and_report(trained, test_df, batch_size, out, root, run_tags))
+        if on_result is not None:
+            on_result(results[-1])
+    return results
 
-    header = "| " + " | ".join(table.columns) + " |"
-    rule = "|" + "|".join("---" for _ in table.columns) + "|"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join([header, rule, *body]) + "\n"
+
+def result_line(result: Evaluation) -> str:
+    """One line for the console: test accuracy, top-5 and latency of a model."""
+    m = result.metrics
+    return (f"{result.name}: test accuracy {m['accuracy']:.4f}, top-5 {m['top5_accuracy']:.4f}, "
+            f"{m['latency_ms']:.1f} ms/image")

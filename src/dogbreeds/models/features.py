@@ -13,22 +13,68 @@ without downloading anything again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import keras
 import numpy as np
 import pandas as pd
 
-from dogbreeds.models.backbones import frozen_features
-from dogbreeds.data.datasets import SPLITS, frames_fingerprint, labels_for, make_dataset, split_rows
+from dogbreeds.data.datasets import (
+    SPLITS,
+    frames_fingerprint,
+    labels_for,
+    make_dataset,
+    split_rows,
+)
+from dogbreeds.hashing import canonical_json, digest
 from dogbreeds.jsonfile import write_json
+from dogbreeds.models.backbones import frozen_features, image_size_for
+from dogbreeds.settings import from_section, section
 
 BACKBONE_WEIGHTS = "backbone.weights.h5"
 INDEX_COLUMNS = ["path", "breed", "split", "label", "origin"]
+SECTION = "train_transfer"  # the features stage reads the transfer section's backbone keys
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    """What ``features@<backbone>`` reads from the ``train_transfer`` params section.
+
+    Attributes:
+        weights: ``imagenet``, ``none`` or the path of a weights file without top.
+        image_size: the input side for this backbone, resolved from ``train_transfer.image_size``
+            (an int for all, a per-backbone mapping, or empty: the backbone's default).
+        batch_size: images per backbone batch.
+    """
+
+    backbone: str
+    weights: str | None
+    image_size: int
+    pooling: Literal["avg", "max", "flatten"]
+    use_augmented: bool
+    batch_size: int
+    features_dir: Path
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], backbone: str) -> FeatureSettings:
+        cfg = section(params, SECTION)
+        sizes = from_section(_ImageSizes, cfg, SECTION).image_size
+        return from_section(cls, cfg, SECTION, backbone=backbone,
+                            image_size=image_size_for(backbone, sizes))
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.features_dir / self.backbone
+
+
+@dataclass(frozen=True)
+class _ImageSizes:
+    image_size: dict | int | None
 
 
 @dataclass
@@ -84,8 +130,7 @@ def extract_features(df: pd.DataFrame, backbone_name: str, weights, image_size: 
 def input_fingerprint(df: pd.DataFrame, root: Path, settings: dict) -> str:
     """Hash of what a feature cache depends on: the rows and their files
     (:func:`dogbreeds.data.datasets.frames_fingerprint`) and the settings."""
-    text = json.dumps(settings, sort_keys=True, default=str) + frames_fingerprint(df, root=root)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return digest([canonical_json(settings), frames_fingerprint(df, root=root)], 16)
 
 
 def cache_frames(df: pd.DataFrame, use_augmented: bool) -> pd.DataFrame:

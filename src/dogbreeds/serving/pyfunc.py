@@ -34,7 +34,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import importlib.metadata
 import json
 import re
 import tempfile
@@ -48,15 +47,13 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
+from dogbreeds.requirements import SERVING_PACKAGES, pip_requirements  # noqa: F401 (re-exported)
+
 IMAGE_COLUMN = "image"
 DEFAULT_TOP_K = 5
 KERAS_ARTIFACT = "keras_model"
 CLASSES_ARTIFACT = "classes"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the whole dogbreeds package
-# What the served model imports; pins are taken from the project's own requirements.
-SERVING_PACKAGES = ("mlflow", "tensorflow-cpu", "keras", "numpy", "pandas", "h5py", "pillow",
-                    "pillow-heif")
-
 MAX_CALL_BATCH = 32  # photos per forward call
 
 _DATA_URI = re.compile(r"^data:[^,]*?;base64,", re.IGNORECASE)
@@ -142,7 +139,7 @@ def rank(probabilities: np.ndarray, classes: Sequence[str], top_k: int) -> pd.Da
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
     ranked = [
         [{"breed": classes[j], "probability": float(row[j])} for j in idx]
-        for row, idx in zip(probabilities, order)
+        for row, idx in zip(probabilities, order, strict=True)
     ]
     return pd.DataFrame({
         "breed": [r[0]["breed"] for r in ranked],
@@ -160,7 +157,8 @@ def image_items(model_input: Any) -> list[bytes | np.ndarray]:
         cells = list(model_input)
     elif isinstance(model_input, Mapping):
         value = model_input.get(IMAGE_COLUMN, next(iter(model_input.values()), []))
-        cells = list(value) if isinstance(value, (list, tuple, np.ndarray)) and not _is_pixels(value) else [value]
+        many = isinstance(value, (list, tuple, np.ndarray)) and not _is_pixels(value)
+        cells = list(value) if many else [value]
     elif isinstance(model_input, np.ndarray) and model_input.dtype != object:
         cells = list(model_input) if model_input.ndim == 4 else [model_input]
     elif isinstance(model_input, (bytes, bytearray, str)):
@@ -184,7 +182,8 @@ def _image_item(index: int, cell: Any) -> bytes | np.ndarray:
     if isinstance(cell, (np.ndarray, list)):
         # Nested lists arrive from JSON ("inputs" with pixel arrays).
         return np.asarray(cell)
-    raise ValueError(f"image {index}: cannot decode (unsupported value of type {type(cell).__name__})")
+    raise ValueError(f"image {index}: cannot decode (unsupported value of type "
+                     f"{type(cell).__name__})")
 
 
 def decode_base64(text: str, index: int = 0) -> bytes:
@@ -223,24 +222,6 @@ def signature() -> ModelSignature:
         inputs=Schema([ColSpec("string", IMAGE_COLUMN)]),
         params=ParamSchema([ParamSpec("top_k", "long", DEFAULT_TOP_K)]),
     )
-
-
-def pip_requirements() -> list[str]:
-    """Pinned requirements for inference, from the project's pins (else installed versions)."""
-    pins: dict[str, str] = {}
-    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-        for req in importlib.metadata.requires("dogbreeds") or []:
-            match = re.match(r"^([A-Za-z0-9_.\-]+)\s*==\s*([^;\s]+)", req)
-            if match:
-                pins[match.group(1).lower()] = match.group(2)
-    reqs = []
-    for name in SERVING_PACKAGES:
-        version = pins.get(name)
-        if version is None:
-            with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-                version = importlib.metadata.version(name)
-        reqs.append(f"{name}=={version}" if version else name)
-    return reqs
 
 
 def example_jpeg(size: int = 32) -> bytes:
@@ -283,20 +264,21 @@ def log_classifier(
     example = base64.b64encode(example_image or example_jpeg()).decode("ascii")
     with tempfile.TemporaryDirectory() as tmp:
         classes_file = Path(tmp) / "classes.json"
-        classes_file.write_text(json.dumps({"classes": list(classes), "image_size": int(image_size)}),
-                                encoding="utf-8")
+        card = {"classes": list(classes), "image_size": int(image_size)}
+        classes_file.write_text(json.dumps(card), encoding="utf-8")
         run_ctx = contextlib.nullcontext() if mlflow.active_run() else mlflow.start_run()
         with run_ctx:
             return mlflow.pyfunc.log_model(
                 name=name,
                 python_model=BreedClassifier(),
-                artifacts={KERAS_ARTIFACT: str(keras_model_path), CLASSES_ARTIFACT: str(classes_file)},
+                artifacts={KERAS_ARTIFACT: str(keras_model_path),
+                           CLASSES_ARTIFACT: str(classes_file)},
                 code_paths=[str(PACKAGE_DIR)],
                 signature=signature(),
                 input_example=pd.DataFrame({IMAGE_COLUMN: [example]}),
                 pip_requirements=pip_requirements(),
                 registered_model_name=registered_model_name,
-                metadata={"classes": list(classes), "image_size": int(image_size), **(metadata or {})},
+                metadata={**card, **(metadata or {})},
             )
 
 

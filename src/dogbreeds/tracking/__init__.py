@@ -1,3 +1,3 @@
 """MLflow: store (where runs go, stage runs), registry (champion), figures."""
 
-__all__ = ["figures", "registry", "registry_cli", "store"]
+__all__ = ["figures", "lineage", "registry", "registry_cli", "store"]

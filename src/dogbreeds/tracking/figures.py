@@ -74,7 +74,7 @@ def image_grid(images: Sequence[np.ndarray], titles: Sequence[str], columns: int
     columns = max(1, min(columns, len(images)))
     rows = max(1, math.ceil(len(images) / columns))
     fig = new_figure(2.4 * columns, 2.5 * rows)
-    for index, (image, label) in enumerate(zip(images, titles)):
+    for index, (image, label) in enumerate(zip(images, titles, strict=True)):
         ax = fig.add_subplot(rows, columns, index + 1)
         ax.imshow(image)
         ax.set_title(label.replace("_", " "), fontsize=8)
@@ -103,7 +103,7 @@ def augmentation_rows(originals: Sequence[np.ndarray], augmented: Sequence[Seque
     columns = 1 + max((len(copies) for copies in augmented), default=0)
     rows = max(1, len(originals))
     fig = new_figure(2.2 * columns, 2.3 * rows)
-    for r, (original, copies, label) in enumerate(zip(originals, augmented, labels)):
+    for r, (original, copies, label) in enumerate(zip(originals, augmented, labels, strict=True)):
         for c, image in enumerate([original, *copies]):
             ax = fig.add_subplot(rows, columns, r * columns + c + 1)
             ax.imshow(image)
@@ -121,7 +121,7 @@ def training_curves(history) -> Figure:
     fig = new_figure(10, 3.8)
     axes = fig.subplots(1, 2)
     epochs = history["epoch"].to_numpy()
-    for ax, metric in zip(axes, ("loss", "accuracy")):
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         for column, label in ((metric, "train"), (f"val_{metric}", "validation")):
             if column in history and history[column].notna().any():
                 ax.plot(epochs, history[column].to_numpy(dtype=float), marker="o",

@@ -12,8 +12,7 @@ data*; otherwise the new version becomes ``challenger``. The first version is ch
 champion's hash differs from today's (other breeds, another split, changed images) the
 champion is re-evaluated on today's test split through its registered pyfunc instead of
 comparing numbers measured on different data. For traceability every version also carries
-the git commit and the DVC data hashes from ``dvc.lock`` (the ``augment`` stage's output:
-the table and images every model trains and is tested on; plus ``data/raw``).
+the git commit and the DVC data hashes from ``dvc.lock`` (:mod:`dogbreeds.tracking.lineage`).
 
 The ``dogbreeds models`` / ``dogbreeds promote`` commands live in :mod:`registry_cli`.
 """
@@ -25,8 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import pandas as pd
-import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -98,35 +97,6 @@ def test_data_hash(test_df: pd.DataFrame, root: Path = Path(".")) -> str:
         for path, breed in zip(test_df["path"], test_df["breed"], strict=True)
     )
     return digest("\n".join(lines))
-
-
-def dvc_out_md5(lock_file: Path, stage: str, out_path: str | None = None) -> str | None:
-    """The md5 DVC recorded in ``dvc.lock`` for a stage's output (None when unknown).
-
-    Args:
-        lock_file: ``dvc.lock``.
-        stage: stage name (e.g. ``augment``, ``download``).
-        out_path: which output of the stage; its first output when omitted.
-    """
-    try:
-        lock = yaml.safe_load(Path(lock_file).read_text(encoding="utf-8")) or {}
-    except OSError:
-        return None
-    outs = (lock.get("stages", {}).get(stage) or {}).get("outs") or []
-    for out in outs:
-        if out_path is None or Path(out["path"]) == Path(out_path):
-            return out.get("md5")
-    return None
-
-
-def data_version_tags(lock_file: Path, augment_out: str | None = None,
-                      raw_out: str | None = None) -> dict[str, str]:
-    """DVC data hashes that trace a version back to its data (present ones only)."""
-    tags = {
-        "data.augment_md5": dvc_out_md5(lock_file, "augment", augment_out),
-        "data.raw_md5": dvc_out_md5(lock_file, "download", raw_out),
-    }
-    return {k: v for k, v in tags.items() if v}
 
 
 def version_tags(card: Mapping[str, Any], metrics: Mapping[str, Any]) -> dict[str, str]:
@@ -278,3 +248,26 @@ def register_and_promote(
         client, model_name, version, float(metrics[TAG_TEST_ACCURACY]), test_hash,
         min_improvement, reevaluate=lambda uri: pyfunc_accuracy(uri, test_df, root),
     )
+
+
+def record_decision(decision: PromotionDecision) -> None:
+    """Tag the active (stage) run with the registered version and what became of it."""
+    mlflow.set_tags({"dogbreeds.registered_version": decision.version,
+                     "dogbreeds.promotion": decision.alias,
+                     "dogbreeds.promotion_reason": decision.reason[:5000]})
+    mlflow.log_metric("promoted", int(decision.promoted))
+
+
+def register_selected(keras_model_path: Path, card: Mapping[str, Any],
+                      metrics: Mapping[str, Any], settings: RegistrySettings, *,
+                      test_df: pd.DataFrame, root: Path,
+                      extra_tags: Mapping[str, str]) -> PromotionDecision:
+    """:func:`register_and_promote` the selected model under ``settings``, with the first test
+    photo as its input example, and record the decision on the active run."""
+    decision = register_and_promote(
+        keras_model_path, card, metrics, model_name=settings.model_name,
+        min_improvement=settings.min_improvement, test_df=test_df, root=root,
+        extra_tags=extra_tags, example_image=(Path(root) / test_df["path"].iloc[0]).read_bytes(),
+    )
+    record_decision(decision)
+    return decision

@@ -23,6 +23,12 @@ import requests
 DEFAULT_EXPERIMENT = "dogbreeds"
 DB_FILE = "mlflow.db"
 ARTIFACT_DIR = "mlruns"
+# MLflow 3's kind of experiment: "custom_model_development" is model training (runs, metrics,
+# models), as opposed to GenAI (traces, prompts). The UI reads it when its global "GenAI | Model
+# training" switch is off; in MLflow 3.17 the switch is always on and decides the view (the URL's
+# ?workflowType=machine_learning, or the browser's last choice): see the README's MLflow UI.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 # A tracking server that does not answer must fail in seconds, not hang for minutes
 # (MLflow's defaults retry 7 times with a 120 s timeout). Users can still raise them.
@@ -93,6 +99,9 @@ def check_server(uri: str, timeout: float | None = None) -> None:
 def configure(project_root: Path, experiment: str = DEFAULT_EXPERIMENT) -> str:
     """Point MLflow at the project's store and select (creating if needed) the experiment.
 
+    The experiment is tagged as a model-training one (:data:`EXPERIMENT_KIND`), also when an
+    existing experiment lacks the tag; a kind someone set is left alone.
+
     Returns:
         The experiment id.
 
@@ -102,19 +111,29 @@ def configure(project_root: Path, experiment: str = DEFAULT_EXPERIMENT) -> str:
     uri = use_store(project_root)
     check_server(uri)
     existing = mlflow.get_experiment_by_name(experiment)
-    if existing is not None:
-        mlflow.set_experiment(experiment_id=existing.experiment_id)
-        return existing.experiment_id
+    if existing is None:
+        experiment_id = create_experiment(project_root, experiment, uri)
+    else:
+        experiment_id = existing.experiment_id
+        if EXPERIMENT_KIND_TAG not in (existing.tags or {}):
+            mlflow.MlflowClient().set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG,
+                                                     EXPERIMENT_KIND)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def create_experiment(project_root: Path, experiment: str, uri: str) -> str:
+    """Create the experiment (tagged with its kind); its id. Artifacts go under ``mlruns/``
+    for a SQLite store."""
     artifact_location = None
     if uri.startswith("sqlite:"):
         # Same place `mlflow ui` would put artifacts when started in the project root.
         artifact_location = (Path(project_root).resolve() / ARTIFACT_DIR).as_uri()
     try:
-        experiment_id = mlflow.create_experiment(experiment, artifact_location=artifact_location)
+        return mlflow.create_experiment(experiment, artifact_location=artifact_location,
+                                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except mlflow.exceptions.MlflowException:  # created concurrently by another stage
-        experiment_id = mlflow.get_experiment_by_name(experiment).experiment_id
-    mlflow.set_experiment(experiment_id=experiment_id)
-    return experiment_id
+        return mlflow.get_experiment_by_name(experiment).experiment_id
 
 
 def git_commit(project_root: Path) -> str | None:

@@ -8,8 +8,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from support.project import SHARED
+
 from dogbreeds.models import backbones
 
 
@@ -64,7 +64,8 @@ def test_imagenet_weights_load_offline_from_a_preseeded_keras_cache():
     # Keras reads KERAS_HOME once, at import: a fresh process is the only honest check.
     code = ("import keras; from dogbreeds.models import backbones; "
             "m = backbones.build_backbone('mobilenetv2', 'imagenet', 160, pooling='avg'); "
-            "print(m.output_shape, float(keras.ops.max(keras.ops.abs(m.get_layer('Conv1').kernel))))")
+            "kernel = m.get_layer('Conv1').kernel; "
+            "print(m.output_shape, float(keras.ops.max(keras.ops.abs(kernel))))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=300, env={**os.environ, "KERAS_HOME": str(keras_home)})
     assert result.returncode == 0, result.stderr[-2000:]

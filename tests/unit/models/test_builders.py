@@ -6,8 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from dogbreeds.models import backbones
-from dogbreeds.models import builders
+from dogbreeds.models import backbones, builders
 
 SMALL = [{"filters": 32, "kernel": 3}, {"filters": 64, "kernel": 3},
          {"filters": 128, "kernel": 3}, {"filters": 256, "kernel": 3}]
@@ -52,10 +51,10 @@ def test_scratch_cnn_without_top5_for_few_classes_and_bad_args():
 
 def test_augmentation_from_params():
     aug = builders.build_augmentation(AUG, seed=3)
-    assert [type(l).__name__ for l in aug.layers] == [
+    assert [type(layer).__name__ for layer in aug.layers] == [
         "RandomFlip", "RandomRotation", "RandomZoom", "RandomContrast"]
     none = builders.build_augmentation({"flip": False, "zoom": 0})
-    assert [type(l).__name__ for l in none.layers] == ["Identity"]
+    assert [type(layer).__name__ for layer in none.layers] == ["Identity"]
     x = np.full((1, 16, 16, 3), 200.0, np.float32)
     np.testing.assert_allclose(np.asarray(aug(x, training=False)), x)
 
@@ -73,7 +72,7 @@ def test_transfer_model_takes_raw_images(pooling):
     feature_shape = (1280,) if pooling == "avg" else (1, 1, 1280)
     head = builders.build_head(feature_shape, 3, [8], 0.1, pooling, 1e-3)
     model = builders.build_transfer_model("mobilenetv2", None, 32, head, pooling=pooling)
-    assert [l.name for l in model.layers][:2] == ["image", "preprocess"]
+    assert [layer.name for layer in model.layers][:2] == ["image", "preprocess"]
     backbone = backbones.find_backbone(model)
     assert not backbone.trainable and model.get_layer("head") is head
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
@@ -87,8 +86,9 @@ def test_unfreeze_top_keeps_batchnorm_frozen():
     frozen_trainables = len(model.trainable_weights)
     builders.unfreeze_top(backbone, 20)
     top, rest = backbone.layers[-20:], backbone.layers[:-20]
-    assert all(not l.trainable for l in rest)
-    assert all(l.trainable != isinstance(l, keras.layers.BatchNormalization) for l in top)
-    assert any(isinstance(l, keras.layers.BatchNormalization) for l in top)
+    assert all(not layer.trainable for layer in rest)
+    assert all(layer.trainable != isinstance(layer, keras.layers.BatchNormalization)
+               for layer in top)
+    assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in top)
     assert len(model.trainable_weights) > frozen_trainables
     assert all("bn" not in w.path.lower() for w in backbone.trainable_weights)

@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from support.project import REPO, venv_env
-from dogbreeds.models import distribute
 from support.servers import free_ports
+
+from dogbreeds.models import distribute
 
 
 def run_script(code: str, tmp_path: Path, timeout: float = 180, **env: str) -> dict:
@@ -68,7 +68,7 @@ MIRRORED = """
     from pathlib import Path
     from dogbreeds.data import datasets
     from dogbreeds.tracking import store
-    from dogbreeds.models import training
+    from dogbreeds.models import fit
 
     strategy = distribute.make_strategy("mirrored")
     batch = distribute.global_batch_size(4, strategy)
@@ -94,8 +94,8 @@ MIRRORED = """
 
     with store.stage_run("train_scratch", Path("."), experiment="t"):
         # One step per epoch through the project's own resumable fit, then count batches.
-        fit = training.fit_resumable(model, train, val, epochs=3, work_dir=Path("ckpt"),
-                                     early_stopping_patience=5, verbose=0)
+        result = fit.fit_resumable(model, train, val, epochs=3, work_dir=Path("ckpt"),
+                                   early_stopping_patience=5, verbose=0)
         model.fit(train, epochs=1, verbose=0, callbacks=[Steps()])
     var = model.trainable_variables[0]
     copies = [v.numpy() for v in var.value.values] if hasattr(var.value, "values") else []
@@ -105,7 +105,7 @@ MIRRORED = """
         "strategy": type(strategy).__name__,
         "global_batch": batch,
         "steps": Steps.steps,
-        "losses": fit.history["loss"].tolist(),
+        "losses": result.history["loss"].tolist(),
         "copies": len(copies),
         "copies_equal": all(np.array_equal(copies[0], c) for c in copies),
     }))

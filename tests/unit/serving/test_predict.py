@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from support.project import venv_env
 from dogbreeds.serving.predict import (
     EXIT_FAILED,
     EXIT_OK,
@@ -23,6 +22,7 @@ from dogbreeds.serving.predict import (
     display_name,
     run_predict,
 )
+from support.project import venv_env
 
 CHAMPION = "models:/dogbreeds@champion"
 

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from support import tiny_models as tm
 from dogbreeds.serving import pyfunc
 from dogbreeds.tracking import store
+from support import tiny_models as tm
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +108,15 @@ def test_logged_model_carries_signature_code_and_pins(logged):
     assert (local / "code" / "dogbreeds" / "data" / "preprocess.py").is_file()
     reqs = (local / "requirements.txt").read_text()
     assert "tensorflow-cpu==" in reqs and "keras==" in reqs
+
+
+def test_versions_pickled_under_the_flat_layout_still_resolve():
+    """Versions registered before the subpackages pickled ``dogbreeds.pyfunc.BreedClassifier``."""
+    import pickle
+
+    import dogbreeds.pyfunc as legacy
+
+    assert legacy.BreedClassifier is pyfunc.BreedClassifier
+    old_pickle = pickle.dumps(pyfunc.BreedClassifier(), protocol=0).replace(
+        b"dogbreeds.serving.pyfunc", b"dogbreeds.pyfunc")
+    assert type(pickle.loads(old_pickle)) is pyfunc.BreedClassifier

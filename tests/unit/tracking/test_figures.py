@@ -50,3 +50,21 @@ def test_load_thumbnail_is_rgb_and_bounded(tmp_path):
     Image.fromarray(IMAGES[0][..., 0]).resize((400, 300)).save(tmp_path / "g.jpg")
     thumb = figures.load_thumbnail(tmp_path / "g.jpg", max_side=64)
     assert thumb.dtype == np.uint8 and thumb.shape[2] == 3 and max(thumb.shape[:2]) == 64
+
+
+@pytest.mark.parametrize("n", [3, 120])
+def test_confusion_matrix_figure_scales_with_classes(n, tmp_path):
+    rng = np.random.default_rng(0)
+    cm = rng.integers(1, 4, (n, n)) + np.eye(n, dtype=int) * 20
+    classes = [f"breed_{i}" for i in range(n)]
+    fig = figures.confusion_matrix_figure(cm, classes)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [c.replace("_", " ") for c in classes]
+    assert len(ax.get_yticklabels()) == n
+    width, height = fig.get_size_inches()
+    assert (width, height) == ((6.0, 5.0) if n == 3 else (28.0, 27.0))
+    assert (len(ax.texts) == 9) if n == 3 else (len(ax.texts) == 0)  # no per-cell numbers at 120
+    fig.savefig(tmp_path / "cm.png", dpi=50)
+    assert (tmp_path / "cm.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="does not match"):
+        figures.confusion_matrix_figure(cm, classes[:-1])

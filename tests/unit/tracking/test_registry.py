@@ -6,8 +6,11 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from dogbreeds.settings import SettingsError
 from dogbreeds.tracking import registry, store
 from support import tiny_models as tm
+from support.project import repo_params
+from support.tiny_registry import empty_registered_model
 
 NAME = "dogbreeds-test"
 
@@ -37,10 +40,7 @@ def test_decide_promotion_threshold(new, old, gain, expected):
 @pytest.fixture
 def client(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    store.configure(tmp_path, "registry-test")
-    c = MlflowClient()
-    c.create_registered_model(NAME)
-    return c
+    return empty_registered_model(tmp_path, NAME, "registry-test")
 
 
 def new_version(client: MlflowClient, test_accuracy: float, test_hash: str = "h1") -> str:
@@ -94,18 +94,6 @@ def test_champion_on_other_test_data_is_reevaluated(client):
     assert calls == [] and not decision.promoted
 
 
-def test_dvc_lock_hashes(tmp_path):
-    lock = tmp_path / "dvc.lock"
-    lock.write_text(
-        "schema: '2.0'\nstages:\n"
-        "  augment:\n    cmd: x\n    outs:\n    - path: data/augmented\n      md5: abc.dir\n"
-        "  download:\n    cmd: y\n    outs:\n    - path: data/raw\n      md5: def.dir\n")
-    assert registry.data_version_tags(lock, "data/augmented", "data/raw") == {
-        "data.augment_md5": "abc.dir", "data.raw_md5": "def.dir"}
-    assert registry.dvc_out_md5(lock, "augment", "other") is None
-    assert registry.data_version_tags(tmp_path / "missing.lock") == {}
-
-
 def test_test_data_hash_follows_content_not_order(tmp_path):
     df = tm.write_dataset(tmp_path, per_breed=2)
     h = registry.test_data_hash(df, tmp_path)
@@ -156,3 +144,14 @@ def test_register_and_promote_end_to_end(tmp_path, monkeypatch):
     assert third.version == "2" and not third.promoted and third.reason.startswith("unchanged")
     assert len(MlflowClient().search_model_versions(f"name = '{NAME}'")) == 2
     assert str(MlflowClient().get_model_version_by_alias(NAME, "champion").version) == "1"
+
+
+def test_registry_settings_from_params():
+    shipped = repo_params()["registry"]
+    settings = registry.RegistrySettings.from_params(repo_params("registry.min_improvement", 0))
+    assert settings == registry.RegistrySettings(shipped["model_name"], 0.0)
+    assert isinstance(settings.min_improvement, float)
+    with pytest.raises(SettingsError, match=r"missing registry\.min_improvement"):
+        registry.RegistrySettings.from_params(repo_params("registry.min_improvement"))
+    with pytest.raises(SettingsError, match=r"registry\.model_name: expected a string"):
+        registry.RegistrySettings.from_params(repo_params("registry.model_name", ["dogs"]))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from dogbreeds.tracking import registry, registry_cli, store
+from dogbreeds.tracking import registry, registry_cli
+from support.tiny_registry import empty_registered_model
 
 NAME = "dogbreeds-test"
 
@@ -13,10 +14,7 @@ NAME = "dogbreeds-test"
 @pytest.fixture
 def client(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    store.configure(tmp_path, "registry-cli-test")
-    c = MlflowClient()
-    c.create_registered_model(NAME)
-    return c
+    return empty_registered_model(tmp_path, NAME, "registry-cli-test")
 
 
 def new_version(client: MlflowClient, test_accuracy: float, **tags: str) -> str:

@@ -1,4 +1,5 @@
-"""dogbreeds.tracking.store: the one place that configures MLflow (store, experiment, tags, faults)."""
+"""dogbreeds.tracking.store: the one place that configures MLflow (store, experiment, tags,
+faults)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from support.project import GIT_ENV
 from dogbreeds.tracking import store
+from support.project import GIT_ENV
 from support.servers import free_port
 
 
@@ -40,6 +41,27 @@ def test_configure_creates_experiment_in_sqlite_with_artifacts_under_mlruns(tmp_
     with mlflow.start_run():
         mlflow.log_text("hello", "note.txt")
     assert len(list((tmp_path / "mlruns").rglob("note.txt"))) == 1
+
+
+def test_experiment_opens_in_the_ui_training_view(tmp_path):
+    """MLflow 3's UI shows the runs table, not its GenAI view, for the stages' experiment."""
+    with store.stage_run("split", tmp_path, experiment="exp") as run:
+        experiment_id = run.info.experiment_id
+    tags = MlflowClient().get_experiment(experiment_id).tags
+    assert tags[store.EXPERIMENT_KIND_TAG] == "custom_model_development"
+
+
+def test_an_experiment_without_a_kind_gets_one_and_a_chosen_kind_stays(tmp_path):
+    store.use_store(tmp_path)
+    client = MlflowClient()
+    old = client.create_experiment("made-before")  # e.g. by an earlier version of the project
+    assert store.EXPERIMENT_KIND_TAG not in client.get_experiment(old).tags
+    assert store.configure(tmp_path, "made-before") == old
+    assert client.get_experiment(old).tags[store.EXPERIMENT_KIND_TAG] == store.EXPERIMENT_KIND
+    chosen = client.create_experiment("genai",
+                                      tags={store.EXPERIMENT_KIND_TAG: "genai_development"})
+    store.configure(tmp_path, "genai")
+    assert client.get_experiment(chosen).tags[store.EXPERIMENT_KIND_TAG] == "genai_development"
 
 
 def test_stage_run_tags_stage_git_commit_and_dvc_experiment(tmp_path, monkeypatch):
@@ -93,7 +115,7 @@ def test_failing_stage_marks_run_failed(tmp_path):
     with pytest.raises(ZeroDivisionError):
         with store.stage_run("s", tmp_path, experiment="exp") as run:
             run_id = run.info.run_id
-            1 / 0
+            _ = 1 / 0
     assert MlflowClient().get_run(run_id).info.status == "FAILED"
 
 

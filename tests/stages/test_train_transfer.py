@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from support import fakedata
-from support.project import REPO, SAMPLE_DIR, SHARED_WEIGHTS
 from dogbreeds.data import datasets
 from dogbreeds.tracking import store
+from support import fakedata
+from support.project import REPO, SAMPLE_DIR, SHARED_WEIGHTS
 
 needs_weights = pytest.mark.skipif(not SHARED_WEIGHTS.is_file(),
                                    reason=f"offline pretrained weights absent: {SHARED_WEIGHTS}")

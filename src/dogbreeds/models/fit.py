@@ -1,0 +1,235 @@
+"""Keras ``fit`` that survives being killed, and what every training stage shares.
+
+:func:`fit_resumable` resumes after a kill (``BackupAndRestore``, an epoch log that outlives
+the process, a fingerprint so a backup only resumes into the same model and data) and ends
+with the best epoch's weights (:data:`MONITOR`). :class:`BaseSettings` is the ``base`` params
+section the model stages read; :data:`CHECKPOINTS` is where their work state lives.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import mlflow
+import numpy as np
+import pandas as pd
+
+from dogbreeds.hashing import fingerprint
+from dogbreeds.settings import from_section, section
+
+EPOCH_LOG = "epochs.csv"
+BACKUP_DIR = "backup"
+BEST_WEIGHTS = "best.weights.h5"
+FINGERPRINT = "fingerprint.txt"
+MONITOR = "val_loss"  # what early stopping and the kept ("best") epoch go by
+# Work state of the training stages (resume backups, keras-tuner projects), relative to the
+# project root: git-ignored, not a DVC output.
+CHECKPOINTS = Path("checkpoints")
+
+
+@dataclass(frozen=True)
+class BaseSettings:
+    """The params ``base`` section: what every model stage shares.
+
+    Attributes:
+        seed: global seed (shuffling, weight init, tuner).
+        experiment: the MLflow experiment of every stage's run.
+        distribute: the ``tf.distribute`` strategy name
+            (:func:`dogbreeds.models.distribute.make_strategy`).
+    """
+
+    seed: int
+    experiment: str
+    distribute: str
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> BaseSettings:
+        return from_section(cls, section(params, "base"), "base")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy, TensorFlow and Keras (``keras.utils.set_random_seed``).
+
+    Full op determinism (``tf.config.experimental.enable_op_determinism``) is not enabled: it
+    slows CPU training markedly and forbids some ops; seeds already make runs repeatable
+    enough to compare experiments.
+    """
+    keras.utils.set_random_seed(int(seed))
+
+
+class MlflowEpochLogger(keras.callbacks.Callback):
+    """Logs every epoch's metrics to the active MLflow run, one step per epoch.
+
+    ``step`` is the 1-based epoch number plus ``offset`` (the epochs of earlier phases), so a
+    two-phase training draws one continuous curve.
+    """
+
+    def __init__(self, offset: int = 0):
+        super().__init__()
+        self.offset = offset
+
+    def on_epoch_end(self, epoch, logs=None):
+        metrics = {k: float(v) for k, v in (logs or {}).items()
+                   if isinstance(v, (int, float, np.floating)) and math.isfinite(float(v))}
+        mlflow.log_metrics(metrics, step=self.offset + epoch + 1)
+
+
+@dataclass
+class FitResult:
+    """What one (possibly resumed) ``fit`` produced.
+
+    Attributes:
+        history: one row per epoch of the whole training, resumed parts included; ``epoch``
+            is 1-based (``offset`` added).
+        seconds: wall time of ``fit`` in this process.
+        epochs_run: epochs trained in this process (fewer than ``history`` after a resume).
+        resumed_from: epochs already done when this process started (0 for a fresh start).
+    """
+
+    history: pd.DataFrame
+    seconds: float
+    epochs_run: int
+    resumed_from: int
+
+
+def model_fingerprint(model: keras.Model) -> str:
+    """Hash of the architecture (layer types, weight shapes, dropout rates) and the optimizer
+    (type, learning rate), independent of layer names.
+
+    A backup is only resumed into the same model and optimizer settings; auto-generated layer
+    names change from process to process, so they are left out.
+    """
+    parts: list = [(type(layer).__name__, [tuple(w.shape) for w in layer.weights],
+                    getattr(layer, "rate", None))  # dropout rates: a tuned value, not a shape
+                   for layer in model._flatten_layers(include_self=False)]
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None:  # a changed learning rate must not resume the old run
+        rate = optimizer.get_config().get("learning_rate")
+        parts.append((type(optimizer).__name__,
+                      float(rate) if isinstance(rate, (int, float)) else str(rate)))
+    return fingerprint(parts, 16)
+
+
+def read_epoch_log(path: Path) -> pd.DataFrame:
+    """The CSVLogger file, one row per epoch (0-based), the last row winning on duplicates.
+
+    A run killed after the CSV row but before the backup repeats that epoch on resume; the
+    repeat is the one whose weights continued, so it wins.
+    """
+    if not path.is_file() or path.stat().st_size == 0:
+        return pd.DataFrame(columns=["epoch"])
+    log = pd.read_csv(path)
+    log = log[pd.to_numeric(log["epoch"], errors="coerce").notna()]  # repeated headers
+    log = log.apply(pd.to_numeric, errors="coerce")
+    log["epoch"] = log["epoch"].astype(int)
+    return log.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
+
+
+def backed_up_epochs(work_dir: Path) -> int:
+    """Epochs finished according to the BackupAndRestore backup (0 when there is none)."""
+    meta = Path(work_dir) / BACKUP_DIR / "training_metadata.json"
+    try:
+        return int(json.loads(meta.read_text())["epoch"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def prepare_work_dir(work_dir: Path, fingerprint: str) -> bool:
+    """Decide between resuming and a fresh start; return True when resuming.
+
+    Resume only if a backup of the same architecture exists; otherwise wipe the directory
+    (stale epoch log and checkpoints from an earlier, finished or different, run).
+    """
+    fp_file = work_dir / FINGERPRINT
+    resumable = ((work_dir / BACKUP_DIR).is_dir() and fp_file.is_file()
+                 and fp_file.read_text().strip() == fingerprint)
+    if not resumable and work_dir.exists():
+        shutil.rmtree(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    fp_file.write_text(fingerprint)
+    return resumable
+
+
+def fit_resumable(model: keras.Model, train_ds, val_ds, *, epochs: int, work_dir: Path,
+                  early_stopping_patience: int, offset: int = 0, phase: str | None = None,
+                  resumable: bool = True, data_key: str = "",
+                  verbose: int = 2) -> FitResult:
+    """``model.fit`` that resumes after a kill and ends with the best epoch's weights.
+
+    Callbacks: CSVLogger (append: the epoch log survives restarts), ModelCheckpoint of the
+    best weights, BackupAndRestore (model + optimizer + epoch after every epoch; Keras
+    deletes it when training ends normally), EarlyStopping, and :class:`MlflowEpochLogger`.
+    Must run inside an active MLflow run.
+
+    On resume the epochs already done are re-logged to the (new) MLflow run so it holds the
+    whole curve, and the best-checkpoint threshold starts at the best val_loss so far.
+    EarlyStopping's patience counter restarts at the resume (Keras does not back it up).
+
+    A backup resumes only into the same model and optimizer (:func:`model_fingerprint`) and
+    the same ``data_key`` (e.g. :func:`dogbreeds.data.datasets.frames_fingerprint` of the train and
+    val frames): data changed after a kill means a fresh start, not old weights continued.
+
+    ``resumable=False`` drops the two per-epoch weight writes (backup + best checkpoint) for
+    a fit that is cheaper to redo than to back up; EarlyStopping still ends on the best epoch.
+    """
+    work_dir, monitor = Path(work_dir), MONITOR
+    resuming = prepare_work_dir(work_dir, f"{model_fingerprint(model)}-{data_key}")
+    log_path = work_dir / EPOCH_LOG
+    resumed_from = backed_up_epochs(work_dir) if resuming else 0
+    previous = read_epoch_log(log_path)
+    previous = previous[previous["epoch"] < resumed_from]
+    threshold = None
+    if resuming and monitor in previous and previous[monitor].notna().any():
+        threshold = float(previous[monitor].min())
+        for _, row in previous.iterrows():
+            MlflowEpochLogger(offset).on_epoch_end(int(row["epoch"]), row.drop("epoch").to_dict())
+        mlflow.set_tag(f"resumed_from_epoch{'.' + phase if phase else ''}", str(resumed_from))
+    best_path = work_dir / BEST_WEIGHTS
+    callbacks: list[keras.callbacks.Callback] = [
+        keras.callbacks.CSVLogger(str(log_path), append=True)]
+    if resumable:
+        callbacks += [
+            keras.callbacks.ModelCheckpoint(str(best_path), monitor=monitor,
+                                            save_best_only=True, save_weights_only=True,
+                                            initial_value_threshold=threshold),
+            keras.callbacks.BackupAndRestore(str(work_dir / BACKUP_DIR),
+                                             double_checkpoint=True)]
+    callbacks += [
+        keras.callbacks.EarlyStopping(monitor=monitor, patience=int(early_stopping_patience),
+                                      restore_best_weights=True),
+        MlflowEpochLogger(offset),
+    ]
+    start = time.perf_counter()
+    # shuffle=False: the tf.data pipelines shuffle themselves (seeded).
+    model.fit(train_ds, validation_data=val_ds, epochs=int(epochs), callbacks=callbacks,
+              shuffle=False, verbose=verbose)
+    seconds = time.perf_counter() - start
+    if best_path.is_file():
+        # The best epoch over the whole (resumed) training, which EarlyStopping alone misses.
+        model.load_weights(str(best_path))
+    log = read_epoch_log(log_path)
+    history = log.assign(epoch=log["epoch"] + 1 + offset)
+    if phase is not None:
+        history["phase"] = phase
+    return FitResult(history=history.reset_index(drop=True), seconds=seconds,
+                     epochs_run=max(0, len(log) - resumed_from), resumed_from=resumed_from)
+
+
+def best_row(history: pd.DataFrame, monitor: str = MONITOR) -> pd.Series:
+    """The epoch whose weights the model keeps: lowest ``monitor`` (last row if none).
+
+    With several phases only the last one counts: its fit restored its own best weights.
+    """
+    if "phase" in history and len(history):
+        history = history[history["phase"] == history["phase"].iloc[-1]]
+    if monitor in history and history[monitor].notna().any():
+        return history.loc[history[monitor].idxmin()]
+    return history.iloc[-1]

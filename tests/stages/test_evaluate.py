@@ -1,0 +1,101 @@
+"""Stage `evaluate` (python -m pipeline.evaluate) on two tiny trained models: per-model reports,
+the comparison, the selection on validation, registration and promotion in MLflow."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from dogbreeds.models import comparison
+from dogbreeds.tracking import store
+from support import tiny_models as tm
+from support.project import REPO, repo_params, run_stage
+
+
+def make_stage_project(root: Path) -> None:
+    """Pipeline code + params, fake test photos, two tiny trained models (no scratch_tuned)."""
+    shutil.copytree(REPO / "pipeline", root / "pipeline",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["train_transfer"]["backbones"] = ["mobilenetv2"]
+    params["registry"]["model_name"] = "dogs-e2e"
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    df = tm.write_dataset(root, per_breed=3)
+    out = root / params["augment"]["output"]
+    out.mkdir(parents=True)
+    df.to_parquet(out / "dataset.parquet")
+    keras_file = root / "tiny.keras"
+    tm.train_tiny_model(keras_file)
+    tm.write_model_dir(root / "models", "scratch", keras_file, val_accuracy=0.7, run_id="run-s")
+    tm.write_model_dir(root / "models", "mobilenetv2", keras_file, val_accuracy=0.9,
+                       kind="transfer", backbone="mobilenetv2", run_id="run-m")
+
+
+def evaluate(root: Path):
+    proc = run_stage(root, "evaluate", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_evaluate_stage_reports_compares_and_registers(tmp_path):
+    make_stage_project(tmp_path)
+    first = evaluate(tmp_path)
+    reports = tmp_path / "reports"
+    for name in ("scratch", "mobilenetv2"):
+        d = reports / "models" / name
+        for f in ("confusion_matrix.png", "classification_report.csv", "confused_pairs.csv",
+                  "predictions.csv", "metrics.json"):
+            assert (d / f).is_file(), f"{name}/{f}"
+        assert json.loads((d / "metrics.json").read_text())["accuracy"] == 1.0
+        plot = pd.read_csv(reports / "plots" / f"{name}.csv")
+        assert list(plot.columns) == ["actual", "predicted"]
+    assert not (reports / "models" / "scratch_tuned").exists()
+    assert "scratch_tuned" in first.stderr  # the skipped model is reported
+    table = pd.read_csv(reports / "comparison.csv")
+    assert list(table["model"]) == ["scratch", "mobilenetv2"]
+    assert set(comparison.COMPARISON_COLUMNS) <= set(table.columns)
+    assert (table["latency_ms"] > 0).all()
+    assert "| mobilenetv2 |" in (reports / "comparison.md").read_text()
+    metrics = json.loads((reports / "metrics.json").read_text())
+    assert metrics["selected"]["model"] == "mobilenetv2"  # best val_accuracy
+    assert metrics["registry"]["alias"] == "champion" and metrics["registry"]["version"] == "1"
+    assert metrics["models"]["scratch"]["test_accuracy"] == 1.0
+
+    store.use_store(tmp_path)
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("dogbreeds")
+    # The MLflow 3 UI opens this experiment in its training view (runs table), not GenAI.
+    assert experiment.tags[store.EXPERIMENT_KIND_TAG] == store.EXPERIMENT_KIND
+    stage = client.search_runs(
+        [experiment.experiment_id],
+        "tags.`dogbreeds.stage` = 'evaluate' and tags.`dogbreeds.promotion` = 'champion'")
+    assert len(stage) == 1 and stage[0].data.tags["dogbreeds.training_run_id"] == "run-m"
+    children = client.search_runs([stage[0].info.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{stage[0].info.run_id}'")
+    assert {r.data.tags["dogbreeds.training_run_id"] for r in children} == {"run-s", "run-m"}
+
+    # Same models, same data: the selected training run is already version 1, so nothing
+    # new is registered and the aliases stay.
+    second = evaluate(tmp_path)
+    assert "unchanged" in second.stdout
+    registered = client.get_registered_model("dogs-e2e")
+    assert {k: str(v) for k, v in registered.aliases.items()} == {"champion": "1"}
+    assert len(client.search_model_versions("name = 'dogs-e2e'")) == 1
+
+
+def test_a_wrong_registry_param_stops_the_stage_naming_the_key(tmp_path):
+    shutil.copytree(REPO / "pipeline", tmp_path / "pipeline",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    params = repo_params("registry.min_improvement", "a lot")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = run_stage(tmp_path, "evaluate")
+    assert proc.returncode != 0
+    assert "registry.min_improvement: expected a number, got 'a lot'" in proc.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # refused before any run was opened

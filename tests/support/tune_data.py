@@ -1,0 +1,36 @@
+"""Tiny data and a tiny search space for the keras-tuner tests (unit and stage)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from dogbreeds.models import tuning
+from support import fakedata
+
+SIZE = 32
+SPACE = {"blocks": [1, 2], "filters": [4, 8], "kernel": [3], "dense": [8, 16],
+         "dropout": [0.0, 0.3], "learning_rate": [0.001, 0.01]}
+TRAIN_PER_BREED = 4
+
+
+def dataset_table(root: Path) -> pd.DataFrame:
+    """Synthetic photos in the shape of augment's dataset.parquet (paths relative to root)."""
+    files = fakedata.make_tree(root / "data" / "raw", per_breed=6, size=SIZE)
+    rows = []
+    for folder, names in files.items():
+        breed = folder.split("-", 1)[1]
+        for i, name in enumerate(sorted(names)):
+            path = f"data/raw/Images/{name}"
+            rows.append({"path": path, "breed": breed, "folder": folder,
+                         "wnid": folder.split("-", 1)[0], "status": "ok", "origin": "original",
+                         "source": path,
+                         "split": "train" if i < TRAIN_PER_BREED else "val", "fold": -1})
+    return pd.DataFrame(rows)
+
+
+def hypermodel(num_classes: int = 3, image_size: int = SIZE) -> tuning.ScratchCNNHyperModel:
+    return tuning.ScratchCNNHyperModel(tuning.SearchSpace.from_params(SPACE), num_classes,
+                                       image_size, pooling="avg", augmentation={"flip": True},
+                                       seed=1)

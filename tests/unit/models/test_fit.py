@@ -1,0 +1,84 @@
+"""dogbreeds.models.fit: the resumable fit, its fingerprint and epoch log, and BaseSettings."""
+
+from __future__ import annotations
+
+import pytest
+from support.params import PARAMS
+from support.tiny_cnn import TINY_BLOCKS, training_tree
+
+from dogbreeds.data import datasets
+from dogbreeds.models import builders, fit
+from dogbreeds.settings import SettingsError
+from dogbreeds.tracking import store
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    return training_tree(tmp_path_factory.mktemp("tree"))
+
+
+def test_a_backup_resumes_only_into_the_same_model_and_optimizer():
+    def build(dropout=0.1, lr=1e-3, filters=8):
+        return builders.build_scratch_cnn(3, 32, [{"filters": filters, "kernel": 3}], [16],
+                                          dropout, lr, seed=0)
+
+    same = fit.model_fingerprint(build())
+    assert fit.model_fingerprint(build()) == same        # layer names differ, still same
+    assert fit.model_fingerprint(build(lr=3e-3)) != same
+    assert fit.model_fingerprint(build(dropout=0.4)) != same
+    assert fit.model_fingerprint(build(filters=16)) != same
+
+
+def test_read_epoch_log_keeps_the_last_repeat(tmp_path):
+    log = tmp_path / "epochs.csv"
+    log.write_text("epoch,loss\n0,3.0\n1,2.0\n1,1.5\n2,1.0\n")
+    assert fit.read_epoch_log(log)["loss"].tolist() == [3.0, 1.5, 1.0]
+    assert fit.read_epoch_log(tmp_path / "missing.csv").empty
+
+
+# Determinism policy (README, "Reproducibility"): same seed and data give the same split and
+# augmentation bit for bit; training metrics agree within this tolerance on CPU.
+LOSS_RELATIVE_TOLERANCE = 1e-3
+
+
+def _fit_losses(tree, seed: int) -> list[float]:
+    root, df = tree
+    fit.seed_everything(seed)
+    classes, _, _, train_ds, val_ds = datasets.train_val_datasets(
+        df, 32, 8, use_augmented=False, seed=seed, root=root)
+    model = builders.build_scratch_cnn(len(classes), 32, TINY_BLOCKS, [16], 0.1, 3e-3,
+                                       augmentation={"flip": True}, seed=seed)
+    history = model.fit(train_ds, validation_data=val_ds, epochs=2, verbose=0)
+    return history.history["loss"] + history.history["val_loss"]
+
+
+def test_a_fit_without_backups_still_ends_on_its_best_epoch(tree, tmp_path):
+    root, df = tree
+    fit.seed_everything(0)
+    classes, _, _, train_ds, val_ds = datasets.train_val_datasets(
+        df, 32, 8, use_augmented=False, seed=0, root=root)
+    # A learning rate high enough that val_loss does not fall every epoch.
+    model = builders.build_scratch_cnn(len(classes), 32, TINY_BLOCKS, [16], 0.1, 3e-2, seed=0)
+    with store.stage_run("t", tmp_path, experiment="t"):
+        result = fit.fit_resumable(model, train_ds, val_ds, epochs=8, work_dir=tmp_path / "w",
+                                   early_stopping_patience=8, resumable=False, verbose=0)
+    assert not list((tmp_path / "w").glob("**/*.h5"))  # no backup, no best-weights file
+    assert len(result.history) == 8
+    assert result.history["val_loss"].idxmin() < 7  # so ending on the best epoch is a restore
+    assert model.evaluate(val_ds, verbose=0, return_dict=True)["loss"] == pytest.approx(
+        result.history["val_loss"].min(), rel=1e-4)
+
+
+def test_same_seed_same_data_gives_the_same_training_within_tolerance(tree):
+    first, again = _fit_losses(tree, seed=3), _fit_losses(tree, seed=3)
+    assert first == pytest.approx(again, rel=LOSS_RELATIVE_TOLERANCE)
+    assert _fit_losses(tree, seed=4) != pytest.approx(first, rel=LOSS_RELATIVE_TOLERANCE)
+
+
+def test_base_settings_come_from_params_and_name_a_bad_key():
+    params = PARAMS
+    base = fit.BaseSettings.from_params(params)
+    assert (base.seed, base.experiment, base.distribute) == (
+        params["base"]["seed"], params["base"]["experiment"], params["base"]["distribute"])
+    with pytest.raises(SettingsError, match=r"base\.seed: expected an integer, got 'x'"):
+        fit.BaseSettings.from_params({**params, "base": {**params["base"], "seed": "x"}})
