@@ -105,7 +105,7 @@ class ModelHolder:
         ref = self.ref
         return {"uri": self.model_uri, "name": ref.name if ref else None,
                 "version": version or (ref.version if ref else None),
-                "alias": ref.alias if ref else None, "runtime": self.runtime}
+                "alias": ref.alias if ref else None}
 
     def load(self) -> dict[str, Any]:
         """(Re)load the model now and swap it in; return the new model's description.

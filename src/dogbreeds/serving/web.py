@@ -109,7 +109,7 @@ def create_app(model_uri: str | None = None, *, holder: ModelHolder | None = Non
     @app.get("/api/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok" if holder.loaded else "no model", "model_loaded": holder.loaded,
-                "model": holder.info, "batching": batcher.stats()}
+                "model": holder.info, "runtime": holder.runtime, "batching": batcher.stats()}
 
     @app.post("/api/reload")
     async def reload() -> JSONResponse:

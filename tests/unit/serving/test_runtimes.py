@@ -13,7 +13,7 @@ import requests
 from dogbreeds import cli
 from dogbreeds.serving import runtimes
 from dogbreeds.serving.holder import ModelHolder
-from dogbreeds.serving.predict import run_predict
+from dogbreeds.serving.predict import open_store, run_predict
 from dogbreeds.serving.pyfunc import load_classifier
 from dogbreeds.serving.web import create_app
 from support.tiny_registry import running_app
@@ -24,6 +24,7 @@ CHAMPION = "models:/dogbreeds@champion"
 def export(registry, monkeypatch) -> str:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.tracking_uri)
     monkeypatch.chdir(registry.root)
+    open_store(CHAMPION)  # as the CLI does: this project's store, whatever ran before
     return runtimes.export_registered(CHAMPION)
 
 
@@ -67,7 +68,7 @@ def test_predict_and_serve_use_the_export(tiny_registry, monkeypatch):
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["predictions"][0]["breed"] == "papillon"
-        assert body["model"]["runtime"] == "litert"
+        assert requests.get(f"{url}/api/health", timeout=10).json()["runtime"] == "litert"
         bad = requests.post(f"{url}/api/predict", files={"file": ("d.jpg", b"GIF89a...")},
                             timeout=60)
         assert bad.status_code == 415 and bad.json()["error"]
