@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".heic",
+                              ".heif"})
 BATCH_SIZE = 32
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -123,8 +124,10 @@ def open_store(model_uri: str) -> str:
     return mlflow.get_registry_uri()
 
 
-def load_model(model_uri: str):
-    """Load a classifier (``mlflow.pyfunc``) from any MLflow model URI (store: :func:`open_store`).
+def load_model(model_uri: str, runtime: str = "pyfunc"):
+    """Load a classifier (``mlflow.pyfunc``) from any MLflow model URI (store: :func:`open_store`),
+    or with ``runtime="litert"`` the registered version's exported runtime
+    (:mod:`dogbreeds.serving.runtimes`; same inputs, same answers).
 
     Raises:
         ModelLoadError: with a message that tells the user what to do.
@@ -133,6 +136,10 @@ def load_model(model_uri: str):
 
     open_store(model_uri)
     try:
+        if runtime != "pyfunc":
+            from dogbreeds.serving.runtimes import load_runtime
+
+            return load_runtime(model_uri)
         return load_classifier(model_uri)
     except Exception as exc:  # MlflowException, OSError, …: all mean "no usable model there"
         raise no_model_error(model_uri, exc) from exc
@@ -157,7 +164,7 @@ def _rows_to_predictions(frame) -> list[list[dict[str, Any]]]:
              for item in top] for top in frame["top_k"]]
 
 
-def _answer(row: dict[str, Any]) -> dict[str, Any]:
+def plain_answer(row: dict[str, Any]) -> dict[str, Any]:
     """One answer row → plain JSON values (a model without the newer columns answers ``ok``)."""
     novelty = row.get("novelty")
     return {"status": str(row.get("status") or "ok"),
@@ -174,7 +181,7 @@ def answer_photos(model, images: Sequence[bytes], top_k: int
 
     frame = predict_images(model, list(images), top_k)
     return list(zip(_rows_to_predictions(frame),
-                    [_answer(row) for row in frame.to_dict("records")], strict=True))
+                    [plain_answer(row) for row in frame.to_dict("records")], strict=True))
 
 
 def classify(model, images: Sequence[bytes], top_k: int) -> list[list[dict[str, Any]]]:
@@ -309,7 +316,7 @@ def write_csv(results: Sequence[PhotoResult], out: TextIO, top_k: int) -> None:
 
 def run_predict(paths: Sequence[str], model_uri: str, top_k: int = 3, as_json: bool = False,
                 csv_path: str | None = None, *, stdout: TextIO | None = None,
-                stderr: TextIO | None = None) -> int:
+                stderr: TextIO | None = None, runtime: str = "pyfunc") -> int:
     """The ``dogbreeds predict`` command; returns the exit status (0, 1 or 2)."""
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
@@ -321,7 +328,7 @@ def run_predict(paths: Sequence[str], model_uri: str, top_k: int = 3, as_json: b
         return EXIT_USAGE
     # The model first: a wrong --model is a usage error whatever the photos are.
     try:
-        model = load_model(model_uri)
+        model = load_model(model_uri, runtime)
     except ModelLoadError as exc:
         print(f"dogbreeds predict: {exc}", file=stderr)
         return EXIT_USAGE

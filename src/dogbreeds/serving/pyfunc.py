@@ -72,6 +72,7 @@ KERAS_ARTIFACT = "keras_model"
 CLASSES_ARTIFACT = "classes"
 TRUST_ARTIFACT = "trust"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the whole dogbreeds package
+MAX_CALL_BATCH = 32  # photos per forward call
 
 _DATA_URI = re.compile(r"^data:[^,]*?;base64,", re.IGNORECASE)
 
@@ -88,6 +89,7 @@ class BreedClassifier(mlflow.pyfunc.PythonModel):
         self.classes: list[str] = list(info["classes"])
         self.image_size: int = int(info["image_size"])
         self.load_trust(context.artifacts.get(TRUST_ARTIFACT))
+        self.warm_up()
 
     def load_trust(self, directory: str | None) -> None:
         """The trust bundle and the one-pass probabilities+features model (None without one)."""
@@ -95,6 +97,17 @@ class BreedClassifier(mlflow.pyfunc.PythonModel):
 
         self.trust = None if directory is None else trust.load_trust(Path(directory))
         self.scorer = None if self.trust is None else novelty.probabilities_and_features(self.model)
+
+    def warm_up(self) -> None:
+        """Trace the compiled forward pass now, so the first request does not pay for it.
+
+        With a trust bundle the traced model is the one-pass probabilities+features model.
+        """
+        from dogbreeds.serving.forward import compiled_call
+
+        self.forward = compiled_call(self.model if self.scorer is None else self.scorer,
+                                     self.image_size)
+        self.forward(np.zeros((1, self.image_size, self.image_size, 3), np.float32))
 
     # `pd.DataFrame` is the one input hint MLflow neither validates nor derives a signature
     # from (the explicit signature below rules); other input forms are accepted too.
@@ -123,11 +136,32 @@ class BreedClassifier(mlflow.pyfunc.PythonModel):
         batch = self.preprocess(image_items(model_input))
         if len(batch) == 0:
             return pd.DataFrame({column: [] for column in trust.ANSWER_COLUMNS})
-        if self.trust is not None:
-            probabilities, features = self.scorer.predict(batch, verbose=0, batch_size=32)
-            return trust.answer(self.trust, probabilities, features, top_k)
-        probabilities = np.asarray(self.model.predict(batch, verbose=0, batch_size=32))
-        return untrusted_answer(rank(probabilities, self.classes, top_k))
+        return self.answer_rows(self.outputs(batch), top_k)
+
+    def outputs(self, batch: np.ndarray) -> np.ndarray:
+        """Model inputs ``[N, size, size, 3]`` → one row per photo through the compiled call:
+        its softmax, followed by its novelty features when the model has a trust bundle
+        (what the batching web server collects; :meth:`answer_rows` reads them). Chunks of
+        :data:`MAX_CALL_BATCH` photos bound the memory of a big request."""
+        chunks = []
+        for start in range(0, len(batch), MAX_CALL_BATCH):
+            out = self.forward(batch[start:start + MAX_CALL_BATCH])
+            chunks.append(np.concatenate(out, axis=1) if isinstance(out, tuple) else out)
+        width = len(self.classes) + (0 if self.trust is None else self.trust.novelty.means.shape[1])
+        return np.concatenate(chunks) if chunks else np.zeros((0, width), np.float32)
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Model inputs → softmax rows (uncalibrated), through the compiled call."""
+        return self.outputs(batch)[:, :len(self.classes)]
+
+    def answer_rows(self, rows: np.ndarray, top_k: int) -> pd.DataFrame:
+        """:meth:`outputs` rows → the answer frame (module docstring)."""
+        from dogbreeds.models import trust
+
+        k = len(self.classes)
+        if self.trust is None:
+            return untrusted_answer(rank(rows[:, :k], self.classes, top_k))
+        return trust.answer(self.trust, rows[:, :k], rows[:, k:], top_k)
 
     def preprocess(self, items: list[bytes | np.ndarray]) -> np.ndarray:
         """Decode + resize every image (:func:`dogbreeds.data.preprocess.prepare_batch`, which
@@ -161,6 +195,15 @@ def rank(probabilities: np.ndarray, classes: Sequence[str], top_k: int) -> pd.Da
         "probability": [r[0]["probability"] for r in ranked],
         "top_k": ranked,
     })
+
+
+def answer_rows(scorer: Any, rows: np.ndarray, top_k: int) -> pd.DataFrame:
+    """The answer frame of batched output rows, for a :class:`BreedClassifier` (its
+    :meth:`~BreedClassifier.answer_rows`) or a scorer without a trust bundle (e.g. an exported
+    runtime: its softmax rows, ranked, every photo ``ok``)."""
+    if hasattr(scorer, "answer_rows"):
+        return scorer.answer_rows(rows, top_k)
+    return untrusted_answer(rank(rows, scorer.classes, top_k))
 
 
 def untrusted_answer(ranked: pd.DataFrame) -> pd.DataFrame:
