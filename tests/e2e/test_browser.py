@@ -115,7 +115,7 @@ def shown_answer(page, url: str, photo: Path) -> tuple[str, str]:
     return status.get_attribute("data-answer"), status.inner_text()
 
 
-def test_the_page_says_sure_not_sure_or_not_a_known_breed(page, trusted, tmp_path):
+def test_the_page_says_sure_not_sure_or_not_a_known_breed(trusted, tmp_path):
     from support import tiny_models as tm
 
     dog = tmp_path / "papillon.jpg"
@@ -124,13 +124,19 @@ def test_the_page_says_sure_not_sure_or_not_a_known_breed(page, trusted, tmp_pat
 
     blank = tmp_path / "blank.png"
     Image.new("RGBA", (80, 60), (0, 0, 0, 0)).save(blank)   # fully transparent
-    with pytest.MonkeyPatch.context() as mp:
+    # Its own browser and store: not the module's tiny-registry server.
+    with pytest.MonkeyPatch.context() as mp, sync_api.sync_playwright() as p:
         mp.setenv("MLFLOW_TRACKING_URI", trusted.tracking_uri)
+        browser = p.chromium.launch(executable_path=screenshot.CHROMIUM,
+                                    args=screenshot.CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.set_default_timeout(60_000)
         with running_app(create_app(trusted.fitted, refresh_seconds=None)) as url:
             sure = shown_answer(page, url, dog)
             unknown = shown_answer(page, url, blank)
         with running_app(create_app(trusted.hesitant, refresh_seconds=None)) as url:
             unsure = shown_answer(page, url, dog)
+        browser.close()
     assert sure[0] == "ok" and sure[1].startswith("Most likely: Papillon (")
     assert unknown == ("unknown", "This doesn't look like a dog breed this model knows")
     assert unsure[0] == "unsure" and unsure[1].startswith("Not sure — one of: ")
