@@ -5,6 +5,7 @@ temperature raised so every probability is flat, ``unsure``."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,10 @@ def log_trusted_models(root: Path, experiment: str = "trusted") -> TrustedModels
     result, files = trust_report.evaluate_trust(model, df, tm.CLASSES, tm.SIZE, 8, settings,
                                                 root / "report", root=root / "photos")
     hesitant_dir = dataclasses.replace(result.bundle, temperature=30.0).save(root / "hesitant")
+    # This root's own store, whatever an earlier module's fixture left in the environment
+    # (module fixtures run before conftest's per-test clean-up).
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        os.environ.pop(name, None)
     store.configure(root, experiment)
     uris = []
     for bundle_dir in (files["bundle"], hesitant_dir):
