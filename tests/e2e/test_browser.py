@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dogbreeds.serving.predict import display_name
+from dogbreeds.serving.answers import display_name
 from dogbreeds.serving.web import create_app
 from support.project import REPO
 from support.tiny_registry import running_app

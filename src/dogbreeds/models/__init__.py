@@ -1,7 +1,9 @@
-"""Models: backbones, builders, scratch, fit, record, modeldir, tuning, tuners, features,
-transfer, evaluation, comparison, distribute; and the trust layer: calibration, conformal,
-novelty, trust (the bundle and the shared answer), trust_report (evaluate's trust step)."""
+"""Models: backbones, builders, training, tuning, features, evaluation, trust.
+
+Import the modules directly (``from dogbreeds.models import ...``): this file imports nothing,
+so a stage depends only on the modules it uses.
+"""
 
 __all__ = ["backbones", "builders", "calibration", "comparison", "conformal", "distribute",
-           "evaluation", "features", "fit", "modeldir", "novelty", "record", "scratch",
-           "transfer", "trust", "trust_report", "tuners", "tuning"]
+           "evaluation", "features", "fit", "modeldir", "novelty", "record", "scratch", "transfer",
+           "trust", "trust_report", "tuners", "tuning"]

@@ -8,6 +8,9 @@ used to choose.
 
 Note: ImageNet-pretrained backbones have seen some Stanford Dogs test photos during
 pre-training (the dataset was built from ImageNet), which flatters their test accuracy.
+
+Length: ~320 lines, one job (score every model the same way and report it); the comparison
+and the trust fit already live in their own modules, and what is left reads best in one place.
 """
 
 from __future__ import annotations

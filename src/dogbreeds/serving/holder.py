@@ -20,11 +20,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from dogbreeds.serving.answers import display_name, labelled_answer
 from dogbreeds.serving.predict import (
     answer_photos,
     decode_error,
-    display_name,
-    labelled_answer,
     load_model,
     no_model_error,
     open_store,
@@ -186,7 +185,7 @@ class ModelHolder:
     def answer(self, image: bytes, top_k: int = DEFAULT_TOP_K
                ) -> tuple[list[dict], dict, dict]:
         """:meth:`predict` plus the model's answer in words
-        (:func:`dogbreeds.serving.predict.labelled_answer`: status, candidates, message)."""
+        (:func:`dogbreeds.serving.answers.labelled_answer`: status, candidates, message)."""
         self.maybe_refresh()
         model, info = self._state
         if model is None:

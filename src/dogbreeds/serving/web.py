@@ -43,9 +43,10 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from dogbreeds.data import photos
+from dogbreeds.serving.answers import labelled_answer
 from dogbreeds.serving.batching import Batcher, BatchSettings
 from dogbreeds.serving.holder import DEFAULT_TOP_K, REFRESH_SECONDS, ModelHolder, labelled
-from dogbreeds.serving.predict import ModelLoadError, decode_error, labelled_answer, plain_answer
+from dogbreeds.serving.predict import ModelLoadError, decode_error, plain_answer
 from dogbreeds.serving.pyfunc import answer_rows
 from dogbreeds.serving.uploads import (
     MAX_PIXELS,

@@ -14,17 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from dogbreeds.serving.answers import csv_header, display_name, format_table, write_csv
 from dogbreeds.serving.predict import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
     PhotoResult,
     collect_photos,
-    csv_header,
-    display_name,
-    format_table,
     run_predict,
-    write_csv,
 )
 from support.project import venv_env
 
