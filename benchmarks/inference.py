@@ -93,6 +93,17 @@ def pyfunc_latency(uri: str, photo: bytes, calls: int, warmup: int = 3) -> dict:
     return {"load_seconds": round(load_seconds, 2), **percentiles(times)}
 
 
+def run_threads(target, count: int) -> float:
+    """Run ``target`` in ``count`` threads at once; the wall-clock seconds until all end."""
+    threads = [threading.Thread(target=target) for _ in range(count)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - start
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -152,13 +163,7 @@ def web_throughput(uri: str, store: Path, photo: bytes, clients: int, requests: 
                     latencies.append(elapsed)
                     statuses[status] = statuses.get(status, 0) + 1
 
-        threads = [threading.Thread(target=client) for _ in range(clients)]
-        start = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - start
+        wall = run_threads(client, clients)
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -5,6 +5,11 @@ confusion plots: ``<name>.csv`` actual/predicted + ``<name>.png``), ``comparison
 ``comparison.md`` and ``metrics.json`` (per-model numbers, the selected model, the promotion
 decision). The selected model (best *validation* metric) is registered in MLflow; the
 ``champion`` alias moves only if it beats the champion on the same test data.
+
+Every model also gets its trust bundle (params ``evaluate.trust``; fitted on validation:
+temperature, conformal candidate sets, novelty threshold) with NLL/ECE before and after,
+coverage and mean set size on test and a reliability diagram in its report; the registered
+model carries the selected model's bundle and answers ok / unsure / unknown.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import mlflow
 
 from dogbreeds.data import tables
 from dogbreeds.jsonfile import write_json
-from dogbreeds.models import comparison, evaluation
+from dogbreeds.models import comparison, evaluation, trust, trust_report
 from dogbreeds.tracking import lineage, registry, store
 from pipeline.common import load_params, project_root
 
@@ -39,7 +44,9 @@ def main() -> None:
     settings = evaluation.EvaluateSettings.from_params(params)
     registry_settings = registry.RegistrySettings.from_params(params)
     out = root / settings.output
-    test_df = evaluation.test_frame(tables.read_stage_table(params, root, "augment"))
+    table = tables.read_stage_table(params, root, "augment")
+    test_df = evaluation.test_frame(table)
+    trust_inputs = trust_report.inputs_for(table, trust.TrustSettings.from_params(params))
     models = evaluation.find_models(model_dirs(params, root))
     if not models:
         raise SystemExit("evaluate: no trained model found (models/<name>/card.json + model.keras)")
@@ -51,7 +58,8 @@ def main() -> None:
         stage_tags = store.stage_tags(STAGE, root)  # git commit etc.: asked once
         results = evaluation.evaluate_all(
             models, test_df, settings.batch_size, out, root, stage_tags,
-            on_result=lambda result: print(evaluation.result_line(result)))
+            on_result=lambda result: print(evaluation.result_line(result)),
+            trust_inputs=trust_inputs)
         rows = comparison.comparison_rows(models, results)
         comparison.write_comparison(rows, out)
 
@@ -65,7 +73,8 @@ def main() -> None:
         decision = registry.register_selected(
             selection.model.model_file, selection.model.card,
             comparison.flat_metrics(selection.row), registry_settings,
-            test_df=test_df, root=root, extra_tags=trace)
+            test_df=test_df, root=root, extra_tags=trace,
+            trust_dir=next(r.trust_dir for r in results if r.name == selection.model.name))
 
         write_json(out / "metrics.json", comparison.summary(rows, selection, decision.as_dict()))
         mlflow.log_artifact(str(out / "metrics.json"))

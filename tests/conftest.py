@@ -50,3 +50,15 @@ def tiny_registry(tmp_path_factory):
 def fake_tree(fake_archives) -> Path:
     """The unpacked tree (Images/, Annotation/) of ``fake_archives``: treat as read-only."""
     return fake_archives.root
+
+
+@pytest.fixture(scope="session")
+def sample_registry(tmp_path_factory):
+    """MobileNetV2-160 + a head trained on the real sample, registered ``dogbreeds`` v1
+    @champion (sample_model.py); skipped, saying why, without ../shared."""
+    from support import sample_model
+
+    reason = sample_model.available()
+    if reason:
+        pytest.skip(reason)
+    return sample_model.build_registry(tmp_path_factory.mktemp("sample-model"))

@@ -20,6 +20,7 @@ CHAMPION = "champion"
 # shared tracking server with MLFLOW_TRACKING_URI, or a folder holding only mlflow.db), and the
 # commands still need a model name: the one the project's params.yaml ships with.
 FALLBACK_MODEL_NAME = "dogbreeds"
+FALLBACK_SERVE = {"max_batch_size": 32, "max_wait_ms": 5}  # params.yaml's `serve`, likewise
 
 
 def registry_model_name(params_file: Path = PARAMS_FILE) -> str:
@@ -57,13 +58,46 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from dogbreeds.serving.predict import run_predict
 
     return run_predict(paths=args.paths, model_uri=args.model or default_model_uri(),
-                       top_k=args.top_k, as_json=args.json, csv_path=args.csv)
+                       top_k=args.top_k, as_json=args.json, csv_path=args.csv,
+                       runtime=args.runtime)
+
+
+def serve_batching(args: argparse.Namespace, params_file: Path = PARAMS_FILE):
+    """``serve`` from ``params_file`` (FALLBACK_SERVE outside a project), flags overriding."""
+    import dataclasses
+
+    import yaml
+
+    from dogbreeds.serving.batching import BatchSettings
+
+    params = (yaml.safe_load(params_file.read_text(encoding="utf-8")) or {}
+              if params_file.is_file() else {"serve": FALLBACK_SERVE})
+    settings = BatchSettings.from_params(params)
+    flags = {name: getattr(args, name) for name in ("max_batch_size", "max_wait_ms")
+             if getattr(args, name) is not None}
+    return dataclasses.replace(settings, **flags).checked()
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from dogbreeds.serving.web import serve
 
-    serve(model_uri=args.model or default_model_uri(), host=args.host, port=args.port)
+    serve(model_uri=args.model or default_model_uri(), host=args.host, port=args.port,
+          batching=serve_batching(args), runtime=args.runtime)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from dogbreeds.serving.predict import ModelLoadError, open_store
+    from dogbreeds.serving.runtimes import export_registered
+
+    model_uri = args.model or default_model_uri()
+    try:
+        open_store(model_uri)
+        uri = export_registered(model_uri)
+    except (ModelLoadError, ValueError) as exc:
+        print(f"dogbreeds export: {exc}", file=sys.stderr)
+        return 2
+    print(f"dogbreeds export: {model_uri} → LiteRT at {uri}")
     return 0
 
 
@@ -83,6 +117,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
 MODEL_HELP = ("any MLflow model URI (default: models:/<registry.model_name>@champion, the name "
               "read from ./params.yaml)")
 NAME_HELP = "registered model name (default: registry.model_name in ./params.yaml)"
+RUNTIME_HELP = ("pyfunc: the registered MLflow model (default, the source of truth); litert: "
+                "its LiteRT export, faster on CPU (made by `dogbreeds export`)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,13 +140,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--csv", metavar="FILE", help="also write one row per photo to FILE")
+    p.add_argument("--runtime", choices=("pyfunc", "litert"), default="pyfunc",
+                   help=RUNTIME_HELP)
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("serve", help="web demo: upload a photo, see the likely breeds")
     p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-batch-size", type=int, metavar="N",
+                   help="photos per model call when requests arrive together "
+                        "(default: serve.max_batch_size in ./params.yaml)")
+    p.add_argument("--max-wait-ms", type=float, metavar="MS",
+                   help="longest a photo waits for others to join its call; a lone request "
+                        "never waits (default: serve.max_wait_ms in ./params.yaml)")
+    p.add_argument("--runtime", choices=("pyfunc", "litert"), default="pyfunc",
+                   help=RUNTIME_HELP)
     p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("export", help="export a registered version to LiteRT, stored with it "
+                                      "(for --runtime litert)")
+    p.add_argument("--model", help="a registered version: models:/<name>@<alias> or "
+                                   "models:/<name>/<version> (default: the champion)")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("promote", help="point an alias (champion) at a registered version")
     p.add_argument("version", help="registered model version number")

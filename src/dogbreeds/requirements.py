@@ -11,7 +11,10 @@ import importlib.metadata
 import re
 
 # What a served model imports; pins are taken from the project's own requirements.
-SERVING_PACKAGES = ("mlflow", "tensorflow-cpu", "keras", "numpy", "pandas", "h5py")
+SERVING_PACKAGES = ("mlflow", "tensorflow-cpu", "keras", "numpy", "pandas", "h5py", "pillow",
+                    "pillow-heif",  # pillow-heif: HEIC photos
+                    # the trust bundle's code (calibration, conformal sets, novelty)
+                    "scikit-learn", "scipy", "matplotlib")
 
 
 def pip_requirements() -> list[str]:

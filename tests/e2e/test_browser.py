@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dogbreeds.serving.predict import display_name
+from dogbreeds.serving.answers import display_name
 from dogbreeds.serving.web import create_app
 from support.project import REPO
 from support.tiny_registry import running_app
@@ -97,3 +97,43 @@ def test_screenshot_script(server, tiny_registry, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "top breed shown: Papillon" in proc.stdout
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ----- the three answers of a model with a trust bundle -------------------------------------
+
+@pytest.fixture(scope="module")
+def trusted(tmp_path_factory):
+    from support.trusted_model import log_trusted_models
+
+    return log_trusted_models(tmp_path_factory.mktemp("trusted"))
+
+
+def shown_answer(page, url: str, photo: Path) -> tuple[str, str]:
+    """Upload ``photo`` on the page at ``url``; the answer's status and the sentence shown."""
+    page.goto(url + "/", wait_until="domcontentloaded")
+    page.set_input_files("#file", str(photo))
+    page.wait_for_selector("#predictions li .name")
+    status = page.locator("#status")
+    return status.get_attribute("data-answer"), status.inner_text()
+
+
+def test_the_page_says_sure_not_sure_or_not_a_known_breed(page, trusted, tmp_path):
+    from support import tiny_models as tm
+
+    dog = tmp_path / "papillon.jpg"
+    dog.write_bytes(tm.breed_jpeg("papillon"))
+    from PIL import Image
+
+    blank = tmp_path / "blank.png"
+    Image.new("RGBA", (80, 60), (0, 0, 0, 0)).save(blank)   # fully transparent
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", trusted.tracking_uri)
+        with running_app(create_app(trusted.fitted, refresh_seconds=None)) as url:
+            sure = shown_answer(page, url, dog)
+            unknown = shown_answer(page, url, blank)
+        with running_app(create_app(trusted.hesitant, refresh_seconds=None)) as url:
+            unsure = shown_answer(page, url, dog)
+    assert sure[0] == "ok" and sure[1].startswith("Most likely: Papillon (")
+    assert unknown == ("unknown", "This doesn't look like a dog breed this model knows")
+    assert unsure[0] == "unsure" and unsure[1].startswith("Not sure — one of: ")
+    assert "Papillon" in unsure[1] and unsure[1].endswith("(mixed breed?)")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import io
 import json
 import os
 import signal
@@ -11,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,17 +37,15 @@ def post(url: str, body: dict) -> tuple[int, dict]:
         return err.code, json.loads(err.read() or b"{}")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve")
-    tm.log_tiny_classifier(root, "serve-test", registered_model_name=NAME,
-                           example_image=tm.breed_jpeg("Chihuahua"))
+@contextlib.contextmanager
+def serving(root: Path, model_uri: str) -> Iterator[str]:
+    """``mlflow models serve`` of ``model_uri`` (store in ``root``); yields /invocations."""
     port = free_port()
     log = open(root / "serve.log", "w")
     # Its own session: teardown stops the server and its uvicorn worker together.
     proc = subprocess.Popen(
         [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m",
-         f"models:/{NAME}/1", "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+         model_uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
         cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         env=venv_env(MLFLOW_TRACKING_URI=store.local_tracking_uri(root)),
     )
@@ -72,6 +73,15 @@ def server(tmp_path_factory):
         log.close()
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    tm.log_tiny_classifier(root, "serve-test", registered_model_name=NAME,
+                           example_image=tm.breed_jpeg("Chihuahua"))
+    with serving(root, f"models:/{NAME}/1") as url:
+        yield url
+
+
 def b64(breed: str) -> str:
     return base64.b64encode(tm.breed_jpeg(breed)).decode()
 
@@ -97,3 +107,33 @@ def test_records_with_data_uri_and_inputs_forms(server):
 def test_garbage_is_a_client_error(server):
     status, body = post(server, {"dataframe_split": {"columns": ["image"], "data": [["bm9wZQ=="]]}})
     assert status == 400 and "image 0: cannot decode" in json.dumps(body)
+
+
+def test_a_model_with_a_trust_bundle_says_unknown_for_a_cat_coffee_and_a_blank(tmp_path):
+    """scikit-image's real photos (a cat, a coffee cup) and a fully transparent PNG are no dog
+    the model knows; its own breed is ``ok``. The bundle is fitted as ``evaluate`` fits it."""
+    skimage_data = pytest.importorskip("skimage.data")
+    from PIL import Image
+
+    from support.trusted_model import log_trusted_models
+
+    def png(image: Image.Image) -> str:
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        return base64.b64encode(buf.getvalue()).decode()
+
+    models = log_trusted_models(tmp_path)
+    photos = {"cat": png(Image.fromarray(skimage_data.chelsea())),
+              "coffee": png(Image.fromarray(skimage_data.coffee())),
+              "transparent": png(Image.new("RGBA", (80, 60), (0, 0, 0, 0))),
+              "papillon": b64("papillon")}
+    with serving(tmp_path, models.fitted) as url:
+        status, body = post(url, {"dataframe_split": {
+            "columns": ["image"], "data": [[p] for p in photos.values()]}})
+    assert status == 200, body
+    answers = dict(zip(photos, body["predictions"], strict=True))
+    for name in ("cat", "coffee", "transparent"):
+        assert answers[name]["status"] == "unknown", (name, answers[name])
+        assert answers[name]["breed"] is None and answers[name]["novelty"] > 1
+    assert answers["papillon"]["status"] == "ok" and answers["papillon"]["breed"] == "papillon"
+    assert answers["papillon"]["candidates"] == ["papillon"]

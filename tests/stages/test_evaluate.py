@@ -7,12 +7,13 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from dogbreeds.models import comparison
+from dogbreeds.models import comparison, trust
 from dogbreeds.tracking import store
 from support import tiny_models as tm
 from support.project import REPO, repo_params, run_stage
@@ -26,7 +27,9 @@ def make_stage_project(root: Path) -> None:
     params["train_transfer"]["backbones"] = ["mobilenetv2"]
     params["registry"]["model_name"] = "dogs-e2e"
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    df = tm.write_dataset(root, per_breed=3)
+    df = tm.write_dataset(root, per_breed=9)
+    # 3 photos per breed each for train, val and test (the trust bundle fits on train + val).
+    df["split"] = [("train", "val", "test")[i % 3] for i in range(len(df))]
     out = root / params["augment"]["output"]
     out.mkdir(parents=True)
     df.to_parquet(out / "dataset.parquet")
@@ -68,6 +71,16 @@ def test_evaluate_stage_reports_compares_and_registers(tmp_path):
     assert metrics["registry"]["alias"] == "champion" and metrics["registry"]["version"] == "1"
     assert metrics["models"]["scratch"]["test_accuracy"] == 1.0
 
+    # Trust: every model's bundle and numbers; the registered version carries and applies it.
+    for name in ("scratch", "mobilenetv2"):
+        d = reports / "models" / name
+        for f in ("trust/trust.json", "trust/trust.npz", "trust_metrics.json", "reliability.png"):
+            assert (d / f).is_file(), f"{name}/{f}"
+        trust_metrics = json.loads((d / "trust_metrics.json").read_text())
+        assert 0.0 <= trust_metrics["test_coverage"] <= 1.0 and trust_metrics["temperature"] > 0
+    assert {"temperature", "test_ece", "test_ece_calibrated", "test_coverage"} <= \
+        set(metrics["models"]["mobilenetv2"])
+
     store.use_store(tmp_path)
     client = MlflowClient()
     experiment = client.get_experiment_by_name("dogbreeds")
@@ -80,6 +93,19 @@ def test_evaluate_stage_reports_compares_and_registers(tmp_path):
     children = client.search_runs([stage[0].info.experiment_id],
                                   f"tags.`mlflow.parentRunId` = '{stage[0].info.run_id}'")
     assert {r.data.tags["dogbreeds.training_run_id"] for r in children} == {"run-s", "run-m"}
+    assert all("test_ece_calibrated" in r.data.metrics for r in children)
+    version = client.get_model_version("dogs-e2e", "1")
+    for tag in ("temperature", "test_ece_calibrated", "test_coverage", "conformal_threshold",
+                "novelty_threshold", "coverage_target"):
+        assert tag in version.tags, tag
+    from dogbreeds.serving import pyfunc
+
+    champion = pyfunc.load_classifier("models:/dogs-e2e@champion")
+    black = np.zeros((40, 40, 3), np.uint8)
+    answers = pyfunc.predict_images(champion, [tm.breed_jpeg(tm.CLASSES[0]), black], top_k=2)
+    assert list(answers.columns) == trust.ANSWER_COLUMNS
+    assert answers["novelty"].notna().all()          # the bundle is applied
+    assert answers.loc[0, "top_k"][0]["breed"] == tm.CLASSES[0]
 
     # Same models, same data: the selected training run is already version 1, so nothing
     # new is registered and the aliases stay.

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
+# ../shared next to the repo; DOGBREEDS_SHARED points elsewhere (e.g. from a git worktree).
+SHARED = Path(os.environ.get("DOGBREEDS_SHARED", REPO.parent / "shared"))
 SAMPLE_DIR = SHARED / "data" / "stanford-dogs-sample"
 SHARED_WEIGHTS = SHARED / "weights" / "mobilenetv2_1.00_160_notop.weights.h5"
 

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from dogbreeds import cli
+from dogbreeds.settings import SettingsError
 from support.project import REPO, repo_params
 from support.tiny_registry import empty_registered_model
 
@@ -66,3 +67,19 @@ def test_a_wrong_registry_section_names_the_key(tmp_path, monkeypatch, capsys, k
     write_params(tmp_path, key, value)
     assert cli.main(["models"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_serve_batching_comes_from_params_and_flags_override(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    parser = cli.build_parser()
+    shipped = yaml.safe_load((REPO / "params.yaml").read_text())["serve"]
+    assert cli.FALLBACK_SERVE == shipped  # the fallback is what params.yaml ships with
+    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    params["serve"] = {"max_batch_size": 8, "max_wait_ms": 3}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    settings = cli.serve_batching(parser.parse_args(["serve"]))
+    assert (settings.max_batch_size, settings.max_wait_ms) == (8, 3.0)
+    settings = cli.serve_batching(parser.parse_args(["serve", "--max-wait-ms", "0"]))
+    assert (settings.max_batch_size, settings.max_wait_ms) == (8, 0.0)
+    with pytest.raises(SettingsError, match="max_batch_size"):
+        cli.serve_batching(parser.parse_args(["serve", "--max-batch-size", "0"]))

@@ -4,7 +4,7 @@ Each ``python -m pipeline.<stage>`` is followed through its imports (top-level a
 functions, ``dogbreeds.*`` and ``pipeline.*``) to the files it reaches. Every file reached must
 be a dep of the stage (or a change there would leave ``dvc repro`` saying "up to date" while it
 is not), and every code file listed must be reached (or a change there would rerun the stage
-for nothing). Package markers (``__init__.py`` with no imports) are not code.
+for nothing). A package's ``__init__.py`` runs on import, so it counts like any module.
 """
 
 from __future__ import annotations
@@ -71,13 +71,6 @@ def reached_files(start: Path) -> set[Path]:
     return seen
 
 
-def is_code(path: Path) -> bool:
-    """A package marker (no imports, no code but a docstring and ``__all__``) is not code."""
-    if path.name != "__init__.py":
-        return True
-    return bool(imported_modules(path)) or "def " in path.read_text(encoding="utf-8")
-
-
 def python_stages() -> dict[str, dict]:
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
     out = {}
@@ -97,7 +90,7 @@ def expected_code_deps(stage: dict) -> set[str]:
     module = stage["cmd"].split("python -m ", 1)[1].split()[0]
     start = module_file(module)
     assert start is not None, f"no file for {module}"
-    return {p.relative_to(ROOT).as_posix() for p in reached_files(start) if is_code(p)}
+    return {p.relative_to(ROOT).as_posix() for p in reached_files(start)}
 
 
 STAGES = python_stages()
@@ -122,3 +115,15 @@ def test_closure_follows_imports_inside_functions(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from dogbreeds.tracking import figures\n")
     assert "dogbreeds.tracking.figures" in imported_modules(module)
+
+
+@pytest.mark.parametrize("package", ["data", "models", "tracking", "serving"])
+def test_each_subpackage_declares_all_its_modules(package):
+    """``__all__`` names every module of the subpackage (its public names) and imports none."""
+    folder = ROOT / "src" / "dogbreeds" / package
+    init = folder / "__init__.py"
+    namespace: dict = {}
+    exec(compile(init.read_text(encoding="utf-8"), str(init), "exec"), namespace)
+    modules = sorted(p.stem for p in folder.glob("*.py") if p.stem != "__init__")
+    assert sorted(namespace["__all__"]) == modules
+    assert not imported_modules(init), f"{init} must not import (it would widen every stage's deps)"

@@ -1,3 +1,8 @@
-"""Data: download, metadata, split, augment, preprocess, datasets (import them directly)."""
+"""Data: fetch and verify the archives, describe, split, augment, decode, feed Keras.
 
-__all__ = ["augment", "datasets", "download", "metadata", "preprocess", "split"]
+Import the modules directly (``from dogbreeds.data import ...``): this file imports nothing,
+so a stage depends only on the modules it uses.
+"""
+
+__all__ = ["augment", "convert", "datasets", "download", "extract", "fetch", "metadata", "photos",
+           "preprocess", "split", "tables", "verify"]

@@ -1,7 +1,8 @@
 """RGB JPEG copies of the photo files that are not plain RGB/grayscale JPEGs.
 
 :func:`dogbreeds.data.metadata.build_metadata` marks such files ``needs_conversion`` (PNG
-bytes under a ``.jpg`` name, CMYK or 4-channel JPEGs, palette or 16-bit data);
+bytes under a ``.jpg`` name, CMYK or 4-channel JPEGs, palette or 16-bit data, JPEGs stored
+sideways with an EXIF orientation tag);
 :func:`convert_images` writes a baseline RGB JPEG copy of each and points its row at it, so
 every decoder (TF, OpenCV) reads every usable photo the same way.
 """
@@ -10,36 +11,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from PIL import Image
 
+from dogbreeds.data import photos
 from dogbreeds.data.metadata import CONVERTED, NEEDS_CONVERSION, UNREADABLE, exception_text
-
-# Modes with more than 8 bits per sample (16-bit PNG/TIFF, float): scaled, not clipped.
-_HIGH_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Any Pillow image → 8-bit RGB, the way the model's own decoder would see it.
-
-    Alpha is dropped, not composited: ``dogbreeds.data.preprocess.decode_image`` drops it too, so
-    a converted training photo looks like the same file does at inference. 16-bit and
-    integer modes are scaled to 0–255 rather than clipped. EXIF orientation is ignored, as
-    ``tf.io.decode_jpeg`` ignores it.
-    """
-    if image.mode in _HIGH_BIT_MODES:
-        array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if array.max(initial=0) > 255 else 255.0
-        if image.mode == "F" and array.max(initial=0) <= 1.0:
-            top = 1.0
-        gray = np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(gray, mode="L").convert("RGB")
-    if image.mode in {"P", "PA"}:
-        image = image.convert("RGBA")
-    if image.mode in {"LA", "La"}:
-        image = image.convert("L")
-    return image.convert("RGB")
+    """Any Pillow image → 8-bit RGB, upright, the way the model sees the same file at inference
+    (:func:`dogbreeds.data.photos.upright_rgb`: EXIF orientation applied, alpha dropped,
+    16-bit scaled rather than clipped)."""
+    return photos.upright_rgb(image)
 
 
 def convert_to_rgb_jpeg(source: Path, dest: Path, quality: int = 95) -> tuple[int, int, int]:

@@ -9,7 +9,7 @@ empty or cut-off files. :func:`build_metadata` inspects every file from its head
 status                meaning                                                  usable
 ====================  =======================================================  ======
 ``ok``                RGB or grayscale JPEG that TF and OpenCV decode as is    yes
-``needs_conversion``  decodable, but not a plain RGB/grayscale JPEG            no
+``needs_conversion``  decodable, but not a plain upright RGB/grayscale JPEG    no
 ``converted``         ... after :func:`convert_images` wrote an RGB JPEG copy  yes
 ``truncated``         JPEG without its end-of-image marker (cut-off download)  no
 ``empty``             zero-byte file                                           no
@@ -20,8 +20,10 @@ Grayscale JPEGs stay ``ok`` (``tf.io.decode_jpeg(channels=3)`` and ``cv2.imread`
 them to three channels). Progressive JPEGs also stay ``ok``: both decoders read them.
 CMYK JPEGs are converted although TF reads the common (Adobe) kind: decoders disagree on
 CMYK polarity, and the contract promises RGB/grayscale JPEGs. Anything not JPEG (PNG, GIF,
-WebP… under a ``.jpg`` name), 4-channel, palette or 16-bit data is converted as well, by
-:mod:`dogbreeds.data.convert`.
+WebP, HEIC… under a ``.jpg`` name), 4-channel, palette or 16-bit data is converted as well, by
+:mod:`dogbreeds.data.convert`, and so is a JPEG whose EXIF orientation is not 1 (stored
+sideways by a phone): TF's JPEG decoder ignores the tag, so the copy stores the pixels upright,
+as :func:`dogbreeds.data.preprocess.load_bytes` shows the same file at inference.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Any, Literal
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from dogbreeds.data import photos
 from dogbreeds.data.tables import as_table
 from dogbreeds.settings import from_section, section, value
 
@@ -150,10 +153,12 @@ def inspect_image(path: Path) -> ImageInfo:
         return ImageInfo(0, 0, 0, "", 0, UNREADABLE, f"cannot stat: {exc}")
     if size == 0:
         return ImageInfo(0, 0, 0, "", 0, EMPTY, "zero-byte file")
+    photos.register_formats()  # HEIC files are identified (and converted), not unreadable
     try:
         with Image.open(path) as image:
-            fmt, mode, (width, height) = image.format or "", image.mode, image.size
-            channels = len(image.getbands())
+            header = photos.header_of(image)
+        fmt, mode, width, height = header.format, header.mode, header.width, header.height
+        channels = header.channels
     except UnidentifiedImageError:
         return ImageInfo(0, 0, 0, "", size, UNREADABLE, "not an image: Pillow cannot identify it")
     except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
@@ -166,6 +171,9 @@ def inspect_image(path: Path) -> ImageInfo:
         if not _has_jpeg_end(path, size):
             reason = f"no JPEG end-of-image marker in the last {EOI_SEARCH_BYTES} bytes"
             return ImageInfo(**info, status=TRUNCATED, reason=reason)
+        if header.orientation != 1:
+            return ImageInfo(**info, status=NEEDS_CONVERSION,
+                             reason=f"EXIF orientation {header.orientation}")
         if mode in _PLAIN_JPEG_MODES:
             return ImageInfo(**info, status=OK, reason="")
         return ImageInfo(**info, status=NEEDS_CONVERSION, reason=f"{mode} JPEG")

@@ -1,6 +1,10 @@
-"""Models: backbones, builders, scratch, fit, record, modeldir, tuning, tuners, features,
-transfer, evaluation, comparison, distribute, multiworker, shards, tuning_cluster."""
+"""Models: backbones, builders, training, tuning, features, evaluation, trust.
 
-__all__ = ["backbones", "builders", "comparison", "distribute", "evaluation", "features", "fit",
-           "modeldir", "multiworker", "record", "scratch", "shards", "transfer", "tuners",
-           "tuning", "tuning_cluster"]
+Import the modules directly (``from dogbreeds.models import ...``): this file imports nothing,
+so a stage depends only on the modules it uses.
+"""
+
+__all__ = ["backbones", "builders", "calibration", "comparison", "conformal", "distribute",
+           "evaluation", "features", "fit", "modeldir", "multiworker", "novelty", "record",
+           "scratch", "shards", "transfer", "trust", "trust_report", "tuners", "tuning",
+           "tuning_cluster"]

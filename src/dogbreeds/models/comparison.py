@@ -18,10 +18,15 @@ import pandas as pd
 
 from dogbreeds.models.evaluation import Evaluation, TrainedModel
 
+# From each model's trust step (dogbreeds.models.trust_report); registry version tags too.
+TRUST_COLUMNS = ["temperature", "test_ece", "test_ece_calibrated", "test_coverage",
+                 "test_lac_coverage", "test_mean_set_size", "test_flagged_unknown",
+                 "blank_flagged_unknown"]
 # Columns of the comparison table, in display order.
 COMPARISON_COLUMNS = [
     "model", "kind", "backbone", "train_accuracy", "val_loss", "val_accuracy", "test_accuracy",
     "test_top5_accuracy", "test_macro_f1", "test_log_loss", "params", "latency_ms",
+    *TRUST_COLUMNS,
 ]
 TEST_SET_NOTE = (
     "Test accuracy is reported, never used to choose (selection uses validation metrics). "
@@ -58,6 +63,7 @@ def comparison_row(trained: TrainedModel, result: Evaluation) -> dict[str, Any]:
         "test_log_loss": result.metrics["log_loss"],
         "params": trained.card.get("params", tm.get("params")),
         "latency_ms": result.metrics.get("latency_ms"),
+        **{column: result.trust.get(column) for column in TRUST_COLUMNS},
     }
 
 

@@ -8,6 +8,9 @@ used to choose.
 
 Note: ImageNet-pretrained backbones have seen some Stanford Dogs test photos during
 pre-training (the dataset was built from ImageNet), which flatters their test accuracy.
+
+Length: ~320 lines, one job (score every model the same way and report it); the comparison
+and the trust fit already live in their own modules, and what is left reads best in one place.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from sklearn.metrics import (
 
 from dogbreeds.data.datasets import split_rows
 from dogbreeds.jsonfile import write_json
+from dogbreeds.models import trust_report
 from dogbreeds.models.modeldir import ModelDir
 from dogbreeds.settings import SettingsError, from_section, section
 
@@ -86,6 +90,8 @@ class Evaluation:
     pairs: pd.DataFrame
     predictions: pd.DataFrame
     classes: list[str] = field(default_factory=list)
+    trust: dict[str, float] = field(default_factory=dict)   # see dogbreeds.models.trust_report
+    trust_dir: Path | None = None                           # the fitted trust bundle
 
 
 def test_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -258,11 +264,15 @@ def clear_reports(out: Path) -> None:
 
 
 def evaluate_and_report(trained: TrainedModel, test_df: pd.DataFrame, batch_size: int,
-                        out: Path, root: Path, run_tags: Mapping[str, str]) -> Evaluation:
+                        out: Path, root: Path, run_tags: Mapping[str, str],
+                        trust_inputs: trust_report.TrustInputs | None = None) -> Evaluation:
     """Evaluate one model in its own nested MLflow run, linked to its training run.
 
     Writes its report under ``out/models/<name>/`` (also logged as the run's artifacts) and
-    DVC's confusion plot pair ``out/plots/<name>.csv`` (actual, predicted) + ``.png``.
+    DVC's confusion plot pair ``out/plots/<name>.csv`` (actual, predicted) + ``.png``. With
+    ``trust_inputs`` the model's trust bundle is fitted and measured too
+    (:mod:`dogbreeds.models.trust_report`: ``trust/``, ``trust_metrics.json``,
+    ``reliability.png`` in the report).
     """
     training_run = trained.card.get("mlflow_run_id") or ""
     tags = {**run_tags, "dogbreeds.model": trained.name,
@@ -272,6 +282,12 @@ def evaluate_and_report(trained: TrainedModel, test_df: pd.DataFrame, batch_size
         report_dir = out / "models" / trained.name
         files = write_model_report(result, report_dir)
         mlflow.log_metrics({f"test_{k}": float(v) for k, v in result.metrics.items()})
+        if trust_inputs is not None:
+            fitted, trust_files = trust_report.evaluate_saved_model(
+                trained.model_file, trained.card, trust_inputs, batch_size, report_dir, root,
+                trained.name)
+            result.trust, result.trust_dir = fitted.metrics, trust_files["bundle"]
+            mlflow.log_metrics(trust_report.loggable(fitted.metrics))
         mlflow.log_artifacts(str(report_dir), artifact_path="report")
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
@@ -283,11 +299,13 @@ def evaluate_and_report(trained: TrainedModel, test_df: pd.DataFrame, batch_size
 
 def evaluate_all(models: Sequence[TrainedModel], test_df: pd.DataFrame, batch_size: int,
                  out: Path, root: Path, run_tags: Mapping[str, str],
-                 on_result: Callable[[Evaluation], None] | None = None) -> list[Evaluation]:
+                 on_result: Callable[[Evaluation], None] | None = None,
+                 trust_inputs: trust_report.TrustInputs | None = None) -> list[Evaluation]:
     """:func:`evaluate_and_report` every model in turn (``on_result`` hears of each)."""
     results = []
     for trained in models:
-        results.append(evaluate_and_report(trained, test_df, batch_size, out, root, run_tags))
+        results.append(evaluate_and_report(trained, test_df, batch_size, out, root, run_tags,
+                                           trust_inputs))
         if on_result is not None:
             on_result(results[-1])
     return results
@@ -295,6 +313,14 @@ def evaluate_all(models: Sequence[TrainedModel], test_df: pd.DataFrame, batch_si
 
 def result_line(result: Evaluation) -> str:
     """One line for the console: test accuracy, top-5 and latency of a model."""
-    m = result.metrics
-    return (f"{result.name}: test accuracy {m['accuracy']:.4f}, top-5 {m['top5_accuracy']:.4f}, "
+    m, t = result.metrics, result.trust
+    line = (f"{result.name}: test accuracy {m['accuracy']:.4f}, top-5 {m['top5_accuracy']:.4f}, "
             f"{m['latency_ms']:.1f} ms/image")
+    if t:
+        line += (f"; T {t['temperature']:.3f}, test ECE {t['test_ece']:.4f} -> "
+                 f"{t['test_ece_calibrated']:.4f}, coverage {t['test_coverage']:.3f} "
+                 f"(conformal sets {t['test_lac_coverage']:.3f}), mean set size "
+                 f"{t['test_mean_set_size']:.2f}, test photos unknown "
+                 f"{t['test_flagged_unknown']:.3f}, blank images unknown "
+                 f"{t['blank_flagged_unknown']:.2f}")
+    return line

@@ -1,3 +1,8 @@
-"""Answering: the registered pyfunc, the predict CLI, the web demo."""
+"""Answering: the registered pyfunc, the predict CLI, the web demo, runtimes.
 
-__all__ = ["holder", "predict", "pyfunc", "uploads", "web"]
+Import the modules directly (``from dogbreeds.serving import ...``): this file imports nothing,
+so a stage depends only on the modules it uses.
+"""
+
+__all__ = ["answers", "batching", "forward", "holder", "inputs", "predict", "pyfunc", "runtimes",
+           "uploads", "web"]

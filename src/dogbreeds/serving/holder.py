@@ -6,8 +6,10 @@ default; one registry lookup, cheap) and, if the alias now points at another ver
 request loads it and swaps it in — requests in flight keep using the old model, nothing is
 dropped. :meth:`ModelHolder.load` does the same immediately (``POST /api/reload``).
 
-Inference runs one call at a time behind a lock: a Keras model behind a pyfunc wrapper is not
-documented as thread-safe.
+:meth:`ModelHolder.predict` runs one call at a time behind a lock (a pyfunc wrapper is not
+documented as thread-safe); the web demo instead takes the model's scorer
+(:meth:`ModelHolder.scorer`: decode + compiled forward pass) and batches its calls
+(:mod:`dogbreeds.serving.batching`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from dogbreeds.serving.answers import display_name, labelled_answer
 from dogbreeds.serving.predict import (
-    classify,
+    answer_photos,
     decode_error,
-    display_name,
     load_model,
     no_model_error,
     open_store,
@@ -73,10 +75,13 @@ class ModelHolder:
         model_uri: any MLflow model URI.
         refresh_seconds: minimum time between two alias checks made by requests
             (``None`` or a negative value: only ``/api/reload`` reloads).
+        runtime: ``pyfunc`` (the registered model) or ``litert`` (its exported runtime).
     """
 
-    def __init__(self, model_uri: str, refresh_seconds: float | None = REFRESH_SECONDS) -> None:
+    def __init__(self, model_uri: str, refresh_seconds: float | None = REFRESH_SECONDS,
+                 runtime: str = "pyfunc") -> None:
         self.model_uri = model_uri
+        self.runtime = runtime
         self.ref = parse_registry_uri(model_uri)
         self.refresh_seconds = refresh_seconds
         # (model, description) in one attribute: a request reads either the old pair or the
@@ -123,7 +128,7 @@ class ModelHolder:
                 except Exception as exc:
                     raise no_model_error(self.model_uri, exc) from exc
                 uri = f"models:/{self.ref.name}/{version}"
-            self._state = (load_model(uri), self._describe(version))
+            self._state = (load_model(uri, self.runtime), self._describe(version))
             self._last_check = time.monotonic()
             log.info("serving %s", self._state[1])
             return self.info
@@ -153,21 +158,47 @@ class ModelHolder:
         finally:
             self._check_lock.release()
 
+    def scorer(self) -> tuple[Any, dict[str, Any]]:
+        """The served model's scorer (``preprocess``, ``probabilities``, ``classes``) and its
+        description, after the alias check.
+
+        Raises:
+            ApiError: 503 when no model is loaded.
+        """
+        self.maybe_refresh()
+        model, info = self._state
+        if model is None:
+            raise ApiError(503, "no model loaded")
+        # A pyfunc wraps the BreedClassifier; an exported runtime is its own scorer.
+        unwrap = getattr(model, "unwrap_python_model", None)
+        return (unwrap() if unwrap else model), info
+
     def predict(self, image: bytes, top_k: int = DEFAULT_TOP_K) -> tuple[list[dict], dict]:
         """Top-k predictions for one encoded image, and the description of the model used.
 
         Raises:
             ApiError: 503 when no model is loaded, 400 when the model cannot decode the image.
         """
+        predictions, _, info = self.answer(image, top_k)
+        return predictions, info
+
+    def answer(self, image: bytes, top_k: int = DEFAULT_TOP_K
+               ) -> tuple[list[dict], dict, dict]:
+        """:meth:`predict` plus the model's answer in words
+        (:func:`dogbreeds.serving.answers.labelled_answer`: status, candidates, message)."""
         self.maybe_refresh()
         model, info = self._state
         if model is None:
             raise ApiError(503, "no model loaded")
         try:
             with self._predict_lock:
-                (ranked,) = classify(model, [image], top_k)
+                ((ranked, answer),) = answer_photos(model, [image], top_k)
         except ValueError as exc:
             raise ApiError(400, f"could not decode the image: {decode_error(exc)}") from exc
-        predictions = [{"breed": item["breed"], "label": display_name(item["breed"]),
-                        "probability": item["probability"]} for item in ranked]
-        return predictions, info
+        return labelled(ranked), labelled_answer(answer), info
+
+
+def labelled(ranked: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``[{"breed", "probability"}]`` → the API's ``[{"breed", "label", "probability"}]``."""
+    return [{"breed": item["breed"], "label": display_name(item["breed"]),
+             "probability": item["probability"]} for item in ranked]

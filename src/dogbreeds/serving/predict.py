@@ -8,7 +8,6 @@ tells a script that something failed (0 all good, 1 some photos failed, 2 usage 
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -18,7 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
+from dogbreeds.serving.answers import format_table, write_csv
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".heic",
+                              ".heif"})
 BATCH_SIZE = 32
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -28,28 +30,33 @@ class ModelLoadError(RuntimeError):
     """The model URI does not resolve to a loadable model."""
 
 
+ANSWER_KEYS = ("status", "breed", "probability", "candidates", "novelty")
+
+
 @dataclass
 class PhotoResult:
-    """The answer for one photo: ``predictions`` (raw labels, descending) or an ``error``."""
+    """The answer for one photo: ``predictions`` (raw labels, descending) and ``answer``
+    (the model's ``status``/``breed``/``probability``/``candidates``/``novelty``, see
+    :mod:`dogbreeds.serving.pyfunc`), or an ``error``."""
 
     path: str
     predictions: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    answer: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def status(self) -> str:
+        """``ok`` | ``unsure`` | ``unknown`` from the model, or ``error``."""
+        return self.answer.get("status", "ok") if self.ok else "error"
+
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "status": "ok" if self.ok else "error",
+        return {"path": self.path, "status": self.status,
+                **{k: self.answer.get(k) for k in ANSWER_KEYS[1:]},
                 "predictions": self.predictions, "error": self.error}
-
-
-def display_name(breed: str) -> str:
-    """Human-readable breed: ``golden_retriever`` → ``Golden retriever`` (``Great_Dane`` keeps
-    its capital D: only underscores change and the first letter is raised)."""
-    text = breed.replace("_", " ").strip()
-    return text[:1].upper() + text[1:]
 
 
 def collect_photos(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[PhotoResult]]:
@@ -111,8 +118,10 @@ def open_store(model_uri: str) -> str:
     return mlflow.get_registry_uri()
 
 
-def load_model(model_uri: str):
-    """Load a classifier (``mlflow.pyfunc``) from any MLflow model URI (store: :func:`open_store`).
+def load_model(model_uri: str, runtime: str = "pyfunc"):
+    """Load a classifier (``mlflow.pyfunc``) from any MLflow model URI (store: :func:`open_store`),
+    or with ``runtime="litert"`` the registered version's exported runtime
+    (:mod:`dogbreeds.serving.runtimes`; same inputs, same answers).
 
     Raises:
         ModelLoadError: with a message that tells the user what to do.
@@ -121,6 +130,10 @@ def load_model(model_uri: str):
 
     open_store(model_uri)
     try:
+        if runtime != "pyfunc":
+            from dogbreeds.serving.runtimes import load_runtime
+
+            return load_runtime(model_uri)
         return load_classifier(model_uri)
     except Exception as exc:  # MlflowException, OSError, …: all mean "no usable model there"
         raise no_model_error(model_uri, exc) from exc
@@ -145,11 +158,29 @@ def _rows_to_predictions(frame) -> list[list[dict[str, Any]]]:
              for item in top] for top in frame["top_k"]]
 
 
-def classify(model, images: Sequence[bytes], top_k: int) -> list[list[dict[str, Any]]]:
-    """Run the model on encoded images; one descending top-k list per image."""
+def plain_answer(row: dict[str, Any]) -> dict[str, Any]:
+    """One answer row → plain JSON values (a model without the newer columns answers ``ok``)."""
+    novelty = row.get("novelty")
+    return {"status": str(row.get("status") or "ok"),
+            "breed": None if row.get("breed") is None else str(row["breed"]),
+            "probability": float(row["probability"]),
+            "candidates": [str(b) for b in row.get("candidates", [row.get("breed")])],
+            "novelty": None if novelty is None or novelty != novelty else float(novelty)}
+
+
+def answer_photos(model, images: Sequence[bytes], top_k: int
+                  ) -> list[tuple[list[dict[str, Any]], dict[str, Any]]]:
+    """Run the model on encoded images; per image its descending top-k list and its answer."""
     from dogbreeds.serving.pyfunc import predict_images
 
-    return _rows_to_predictions(predict_images(model, list(images), top_k))
+    frame = predict_images(model, list(images), top_k)
+    return list(zip(_rows_to_predictions(frame),
+                    [plain_answer(row) for row in frame.to_dict("records")], strict=True))
+
+
+def classify(model, images: Sequence[bytes], top_k: int) -> list[list[dict[str, Any]]]:
+    """Run the model on encoded images; one descending top-k list per image."""
+    return [predictions for predictions, _ in answer_photos(model, images, top_k)]
 
 
 def first_line(exc: BaseException) -> str:
@@ -194,63 +225,24 @@ def predict_photos(model, photos: Sequence[Path], top_k: int, batch_size: int = 
         for start in range(0, len(readable), batch_size):
             batch = readable[start:start + batch_size]
             try:
-                answers = classify(model, [data for _, data in batch], top_k)
-                for (photo, _), preds in zip(batch, answers, strict=True):
+                answers = answer_photos(model, [data for _, data in batch], top_k)
+                for (photo, _), (preds, answer) in zip(batch, answers, strict=True):
                     results[str(photo)].predictions = preds
+                    results[str(photo)].answer = answer
             except Exception:
                 for photo, data in batch:
                     try:
-                        results[str(photo)].predictions = classify(model, [data], top_k)[0]
+                        ((results[str(photo)].predictions,
+                          results[str(photo)].answer),) = answer_photos(model, [data], top_k)
                     except Exception as exc:  # the model raises ValueError; stay robust
                         results[str(photo)].error = f"not a readable image: {decode_error(exc)}"
             bar.update(len(batch))
     return [results[str(p)] for p in photos]
 
 
-def format_table(results: Sequence[PhotoResult]) -> str:
-    """A readable table: one line per (photo, rank); a failed photo gets one error line."""
-    header = ("photo", "#", "breed", "probability")
-    rows = [header]
-    for result in results:
-        for rank, pred in enumerate(result.predictions if result.ok else [], start=1):
-            rows.append((result.path if rank == 1 else "", str(rank),
-                         display_name(pred["breed"]), f"{pred['probability']:.1%}"))
-    path_width = max(len(r.path) for r in results) if results else 0
-    width = [max(path_width, len(header[0]))] + [max(len(row[i]) for row in rows)
-                                                  for i in (1, 2)]
-    lines = [f"{r[0]:<{width[0]}}  {r[1]:>{width[1]}}  {r[2]:<{width[2]}}  {r[3]:>11}".rstrip()
-             for r in rows]
-    # Failed photos come last, one unpadded line each: a long message must not stretch the
-    # breed column.
-    lines += [f"{r.path:<{width[0]}}  {'-':>{width[1]}}  error: {r.error}"
-              for r in results if not r.ok]
-    return "\n".join(lines)
-
-
-def csv_header(top_k: int) -> list[str]:
-    ranks = [f"{name}_{i}" for i in range(1, top_k + 1) for name in ("breed", "prob")]
-    return ["path", "status", *ranks, "error"]
-
-
-def write_csv(results: Sequence[PhotoResult], out: TextIO, top_k: int) -> None:
-    """One row per photo: path, status, breed_1, prob_1, … breed_k, prob_k, error."""
-    writer = csv.writer(out)
-    writer.writerow(csv_header(top_k))
-    for result in results:
-        cells: list[str] = []
-        for i in range(top_k):
-            if i < len(result.predictions):
-                pred = result.predictions[i]
-                cells += [pred["breed"], f"{pred['probability']:.6f}"]
-            else:
-                cells += ["", ""]
-        writer.writerow([result.path, "ok" if result.ok else "error", *cells,
-                         result.error or ""])
-
-
 def run_predict(paths: Sequence[str], model_uri: str, top_k: int = 3, as_json: bool = False,
                 csv_path: str | None = None, *, stdout: TextIO | None = None,
-                stderr: TextIO | None = None) -> int:
+                stderr: TextIO | None = None, runtime: str = "pyfunc") -> int:
     """The ``dogbreeds predict`` command; returns the exit status (0, 1 or 2)."""
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
@@ -262,7 +254,7 @@ def run_predict(paths: Sequence[str], model_uri: str, top_k: int = 3, as_json: b
         return EXIT_USAGE
     # The model first: a wrong --model is a usage error whatever the photos are.
     try:
-        model = load_model(model_uri)
+        model = load_model(model_uri, runtime)
     except ModelLoadError as exc:
         print(f"dogbreeds predict: {exc}", file=stderr)
         return EXIT_USAGE

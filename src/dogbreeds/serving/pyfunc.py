@@ -20,6 +20,23 @@ Design choices (why):
   trained with, whatever version of the package is installed. In a process that already
   imported ``dogbreeds`` (the CLI, the web demo) the installed package is used.
 * **pip requirements**: only what inference needs, pinned to the project's own pins.
+* **Trust bundle** (``trust`` artifact, :mod:`dogbreeds.models.trust`): when the model was
+  logged with one (the ``evaluate`` stage does), one forward pass gives the probabilities and
+  the features before the classifier, and every answer is the shared
+  :func:`dogbreeds.models.trust.answer`. Without one (older versions) the answer is the plain
+  ranking, every photo ``ok``.
+
+Answer schema, one row per photo (:data:`dogbreeds.models.trust.ANSWER_COLUMNS`):
+
+* ``status``: ``ok`` (one candidate breed), ``unsure`` (several), ``unknown`` (not one of the
+  dogs this model knows: novelty above its threshold);
+* ``breed``: the most likely breed (null when ``unknown``);
+* ``probability``: its calibrated probability (temperature-scaled);
+* ``candidates``: the breeds of the conformal set at the coverage target, most likely first
+  (empty when ``unknown``);
+* ``top_k``: ``[{"breed", "probability"}, ...]``, calibrated, most likely first;
+* ``novelty``: distance to the known breeds divided by the threshold (> 1 means ``unknown``;
+  null without a trust bundle).
 
 Serving request forms (``POST /invocations``, ``Content-Type: application/json``)::
 
@@ -32,10 +49,8 @@ Serving request forms (``POST /invocations``, ``Content-Type: application/json``
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import json
-import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -48,15 +63,14 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
 from dogbreeds.requirements import SERVING_PACKAGES, pip_requirements  # noqa: F401 (re-exported)
+from dogbreeds.serving.inputs import IMAGE_COLUMN, image_items, to_frame
 
-IMAGE_COLUMN = "image"
 DEFAULT_TOP_K = 5
 KERAS_ARTIFACT = "keras_model"
 CLASSES_ARTIFACT = "classes"
+TRUST_ARTIFACT = "trust"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the whole dogbreeds package
-
-_DATA_URI = re.compile(r"^data:[^,]*?;base64,", re.IGNORECASE)
-
+MAX_CALL_BATCH = 32  # photos per forward call
 
 class BreedClassifier(mlflow.pyfunc.PythonModel):
     """Raw images in, ranked breeds out (see the module docstring for accepted inputs)."""
@@ -69,6 +83,26 @@ class BreedClassifier(mlflow.pyfunc.PythonModel):
         info = json.loads(Path(context.artifacts[CLASSES_ARTIFACT]).read_text(encoding="utf-8"))
         self.classes: list[str] = list(info["classes"])
         self.image_size: int = int(info["image_size"])
+        self.load_trust(context.artifacts.get(TRUST_ARTIFACT))
+        self.warm_up()
+
+    def load_trust(self, directory: str | None) -> None:
+        """The trust bundle and the one-pass probabilities+features model (None without one)."""
+        from dogbreeds.models import novelty, trust
+
+        self.trust = None if directory is None else trust.load_trust(Path(directory))
+        self.scorer = None if self.trust is None else novelty.probabilities_and_features(self.model)
+
+    def warm_up(self) -> None:
+        """Trace the compiled forward pass now, so the first request does not pay for it.
+
+        With a trust bundle the traced model is the one-pass probabilities+features model.
+        """
+        from dogbreeds.serving.forward import compiled_call
+
+        self.forward = compiled_call(self.model if self.scorer is None else self.scorer,
+                                     self.image_size)
+        self.forward(np.zeros((1, self.image_size, self.image_size, 3), np.float32))
 
     # `pd.DataFrame` is the one input hint MLflow neither validates nor derives a signature
     # from (the explicit signature below rules); other input forms are accepted too.
@@ -85,19 +119,44 @@ class BreedClassifier(mlflow.pyfunc.PythonModel):
             params: ``{"top_k": int}`` (default 5, capped at the number of classes).
 
         Returns:
-            One row per image: ``breed`` (top-1), ``probability``, ``top_k`` (list of
-            ``{"breed", "probability"}``, most likely first).
+            One row per image with the columns of the answer schema (module docstring).
 
         Raises:
             ValueError: an image cannot be decoded (the message names its index) or
                 ``top_k`` is not a positive integer.
         """
+        from dogbreeds.models import trust
+
         top_k = _top_k(params)
         batch = self.preprocess(image_items(model_input))
         if len(batch) == 0:
-            return pd.DataFrame({"breed": [], "probability": [], "top_k": []})
-        probabilities = np.asarray(self.model.predict(batch, verbose=0, batch_size=32))
-        return rank(probabilities, self.classes, top_k)
+            return pd.DataFrame({column: [] for column in trust.ANSWER_COLUMNS})
+        return self.answer_rows(self.outputs(batch), top_k)
+
+    def outputs(self, batch: np.ndarray) -> np.ndarray:
+        """Model inputs ``[N, size, size, 3]`` → one row per photo through the compiled call:
+        its softmax, followed by its novelty features when the model has a trust bundle
+        (what the batching web server collects; :meth:`answer_rows` reads them). Chunks of
+        :data:`MAX_CALL_BATCH` photos bound the memory of a big request."""
+        chunks = []
+        for start in range(0, len(batch), MAX_CALL_BATCH):
+            out = self.forward(batch[start:start + MAX_CALL_BATCH])
+            chunks.append(np.concatenate(out, axis=1) if isinstance(out, tuple) else out)
+        width = len(self.classes) + (0 if self.trust is None else self.trust.novelty.means.shape[1])
+        return np.concatenate(chunks) if chunks else np.zeros((0, width), np.float32)
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Model inputs → softmax rows (uncalibrated), through the compiled call."""
+        return self.outputs(batch)[:, :len(self.classes)]
+
+    def answer_rows(self, rows: np.ndarray, top_k: int) -> pd.DataFrame:
+        """:meth:`outputs` rows → the answer frame (module docstring)."""
+        from dogbreeds.models import trust
+
+        k = len(self.classes)
+        if self.trust is None:
+            return untrusted_answer(rank(rows[:, :k], self.classes, top_k))
+        return trust.answer(self.trust, rows[:, :k], rows[:, k:], top_k)
 
     def preprocess(self, items: list[bytes | np.ndarray]) -> np.ndarray:
         """Decode + resize every image (:func:`dogbreeds.data.preprocess.prepare_batch`, which
@@ -133,66 +192,22 @@ def rank(probabilities: np.ndarray, classes: Sequence[str], top_k: int) -> pd.Da
     })
 
 
-def image_items(model_input: Any) -> list[bytes | np.ndarray]:
-    """Any accepted input → a list of images, each encoded bytes or a uint8 array."""
-    if isinstance(model_input, pd.DataFrame):
-        column = IMAGE_COLUMN if IMAGE_COLUMN in model_input.columns else model_input.columns[0]
-        cells = list(model_input[column])
-    elif isinstance(model_input, pd.Series):
-        cells = list(model_input)
-    elif isinstance(model_input, Mapping):
-        value = model_input.get(IMAGE_COLUMN, next(iter(model_input.values()), []))
-        many = isinstance(value, (list, tuple, np.ndarray)) and not _is_pixels(value)
-        cells = list(value) if many else [value]
-    elif isinstance(model_input, np.ndarray) and model_input.dtype != object:
-        cells = list(model_input) if model_input.ndim == 4 else [model_input]
-    elif isinstance(model_input, (bytes, bytearray, str)):
-        cells = [model_input]
-    elif isinstance(model_input, (list, tuple, np.ndarray)):
-        cells = list(model_input)
-    else:
-        raise ValueError(f"unsupported input type {type(model_input).__name__}")
-    return [_image_item(index, cell) for index, cell in enumerate(cells)]
+def answer_rows(scorer: Any, rows: np.ndarray, top_k: int) -> pd.DataFrame:
+    """The answer frame of batched output rows, for a :class:`BreedClassifier` (its
+    :meth:`~BreedClassifier.answer_rows`) or a scorer without a trust bundle (e.g. an exported
+    runtime: its softmax rows, ranked, every photo ``ok``)."""
+    if hasattr(scorer, "answer_rows"):
+        return scorer.answer_rows(rows, top_k)
+    return untrusted_answer(rank(rows, scorer.classes, top_k))
 
 
-def _is_pixels(value: Any) -> bool:
-    return isinstance(value, np.ndarray) and value.dtype != object and value.ndim in (2, 3)
+def untrusted_answer(ranked: pd.DataFrame) -> pd.DataFrame:
+    """The answer schema for a model logged without a trust bundle: the top breed, ``ok``."""
+    from dogbreeds.models import trust
 
-
-def _image_item(index: int, cell: Any) -> bytes | np.ndarray:
-    if isinstance(cell, (bytes, bytearray, memoryview)):
-        return bytes(cell)
-    if isinstance(cell, str):
-        return decode_base64(cell, index)
-    if isinstance(cell, (np.ndarray, list)):
-        # Nested lists arrive from JSON ("inputs" with pixel arrays).
-        return np.asarray(cell)
-    raise ValueError(f"image {index}: cannot decode (unsupported value of type "
-                     f"{type(cell).__name__})")
-
-
-def decode_base64(text: str, index: int = 0) -> bytes:
-    """Base64 text, optionally a ``data:image/...;base64,`` URI → bytes."""
-    payload = "".join(_DATA_URI.sub("", text.strip(), count=1).split())
-    try:
-        return base64.b64decode(payload + "=" * (-len(payload) % 4), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError(f"image {index}: cannot decode (not valid base64: {exc})") from exc
-
-
-def to_frame(images: Any) -> pd.DataFrame:
-    """Wrap images (anything :meth:`BreedClassifier.predict` accepts) in the signature's frame.
-
-    Use it before ``PyFuncModel.predict``, whose schema check only takes DataFrames: each cell
-    of the ``image`` column holds one image (bytes, base64 text or a uint8 array).
-    """
-    if isinstance(images, pd.DataFrame):
-        return images
-    cells = image_items(images)
-    frame = pd.DataFrame({IMAGE_COLUMN: pd.Series([None] * len(cells), dtype=object)})
-    for i, cell in enumerate(cells):
-        frame.at[i, IMAGE_COLUMN] = cell  # .at keeps an ndarray cell whole
-    return frame
+    ranked = ranked.assign(status="ok", candidates=[[breed] for breed in ranked["breed"]],
+                           novelty=None)
+    return ranked[trust.ANSWER_COLUMNS]
 
 
 def predict_images(model: mlflow.pyfunc.PyFuncModel, images: Any, top_k: int = DEFAULT_TOP_K
@@ -228,6 +243,7 @@ def log_classifier(
     registered_model_name: str | None = None,
     metadata: dict | None = None,
     example_image: bytes | None = None,
+    trust_dir: Path | None = None,
 ) -> mlflow.models.model.ModelInfo:
     """Log the Keras model as a :class:`BreedClassifier` pyfunc (and optionally register it).
 
@@ -242,6 +258,7 @@ def log_classifier(
         metadata: stored in the MLmodel file (e.g. kind, backbone, metrics).
         example_image: encoded bytes of a real photo for the input example (a small
             synthetic JPEG when omitted).
+        trust_dir: a saved :class:`dogbreeds.models.trust.TrustBundle` to carry and apply.
     """
     keras_model_path = Path(keras_model_path)
     if not keras_model_path.is_file():
@@ -257,7 +274,8 @@ def log_classifier(
                 name=name,
                 python_model=BreedClassifier(),
                 artifacts={KERAS_ARTIFACT: str(keras_model_path),
-                           CLASSES_ARTIFACT: str(classes_file)},
+                           CLASSES_ARTIFACT: str(classes_file),
+                           **({TRUST_ARTIFACT: str(trust_dir)} if trust_dir else {})},
                 code_paths=[str(PACKAGE_DIR)],
                 signature=signature(),
                 input_example=pd.DataFrame({IMAGE_COLUMN: [example]}),

@@ -9,13 +9,13 @@ the app turns into JSON ``{"error": message}``.
 
 from __future__ import annotations
 
-import io
-import warnings
 from collections.abc import AsyncIterator
 
 from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+
+from dogbreeds.data import photos
 
 MAX_UPLOAD_BYTES = 15 * 1024 * 1024
 MAX_PIXELS = 40_000_000
@@ -24,7 +24,8 @@ MULTIPART_SLACK = 64 * 1024
 # An oversized upload is read and discarded up to this many bytes so the client receives the
 # 413 instead of a connection reset while it is still sending; beyond it we just close.
 DRAIN_BYTES = 64 * 1024 * 1024
-DECODABLE_FORMATS = {"JPEG", "PNG", "GIF", "BMP", "WEBP"}  # what the model's decoder (TF) reads
+# What the model's decoder reads (dogbreeds.data.photos.load_bytes): HEIC too.
+DECODABLE_FORMATS = frozenset(photos.ACCEPTED_FORMATS)
 
 
 class ApiError(Exception):
@@ -45,22 +46,20 @@ def check_image_header(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[str, 
     Raises:
         ApiError: 400 empty, 415 not an image / unsupported format, 413 too many pixels.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     if not data:
-        raise ApiError(400, "empty upload: send a photo (JPEG, PNG, GIF, BMP or WebP)")
+        raise ApiError(400, f"empty upload: send a photo ({photos.FORMAT_NAMES})")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                fmt, (width, height) = image.format or "", image.size
+        header = photos.read_header(data)
     except Image.DecompressionBombError as exc:
         raise ApiError(413, f"image too large: {exc}") from exc
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise ApiError(415, "not an image: send a photo (JPEG, PNG, GIF, BMP or WebP)") from exc
+    except ValueError as exc:
+        raise ApiError(415, f"not an image: send a photo ({photos.FORMAT_NAMES})") from exc
+    fmt, width, height = header.format, header.width, header.height
     if fmt not in DECODABLE_FORMATS:
-        raise ApiError(415, f"unsupported image format {fmt or 'unknown'}: send JPEG, PNG, GIF, "
-                            "BMP or WebP")
+        raise ApiError(415, f"unsupported image format {fmt or 'unknown'}: send "
+                            f"{photos.FORMAT_NAMES}")
     if width * height > max_pixels:
         raise ApiError(413, f"image too large: {width}×{height} px is more than "
                             f"{max_pixels / 1e6:g} megapixels")
@@ -69,8 +68,15 @@ def check_image_header(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[str, 
     return fmt, width, height
 
 
-async def _capped(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
-    """Pass the body through, raising 413 as soon as it exceeds ``limit`` bytes."""
+def too_large(max_bytes: int) -> ApiError:
+    """The 413 for an upload over ``max_bytes`` (the message names the limit in MB)."""
+    return ApiError(413, f"upload too large: the limit is {max_bytes / (1024 * 1024):g} MB")
+
+
+async def _capped(stream: AsyncIterator[bytes], limit: int, max_bytes: int
+                  ) -> AsyncIterator[bytes]:
+    """Pass the body through, raising 413 (naming ``max_bytes``, the user's limit) as soon as
+    it exceeds ``limit`` bytes."""
     total = 0
     async for chunk in stream:
         total += len(chunk)
@@ -79,7 +85,7 @@ async def _capped(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[byt
                 total += len(rest)
                 if total > DRAIN_BYTES:
                     break
-            raise ApiError(413, f"upload too large: the limit is {limit // (1024 * 1024)} MB")
+            raise too_large(max_bytes)
         yield chunk
 
 
@@ -89,15 +95,14 @@ async def read_upload(request: Request, max_bytes: int = MAX_UPLOAD_BYTES) -> by
     Raises:
         ApiError: 413 beyond ``max_bytes`` (checked while reading), 400 for a malformed form.
     """
-    too_large = ApiError(413, f"upload too large: the limit is {max_bytes // (1024 * 1024)} MB")
     multipart = request.headers.get("content-type", "").startswith("multipart/form-data")
     limit = max_bytes + (MULTIPART_SLACK if multipart else 0)
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
-        async for _ in _capped(request.stream(), 0):  # drains, then raises 413
+        async for _ in _capped(request.stream(), 0, max_bytes):  # drains, then raises 413
             pass
-        raise too_large
-    body = _capped(request.stream(), limit)
+        raise too_large(max_bytes)
+    body = _capped(request.stream(), limit, max_bytes)
     if not multipart:
         return b"".join([chunk async for chunk in body])
 
@@ -114,5 +119,5 @@ async def read_upload(request: Request, max_bytes: int = MAX_UPLOAD_BYTES) -> by
     finally:
         await form.close()
     if len(data) > max_bytes:
-        raise too_large
+        raise too_large(max_bytes)
     return data

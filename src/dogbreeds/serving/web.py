@@ -5,7 +5,10 @@ One FastAPI app (:func:`create_app`) with:
 - ``GET /``: a single offline page (inline CSS and JS, no CDN) with upload and drag-and-drop;
 - ``POST /api/predict``: a multipart upload (any field name, ``file`` by convention) or the raw
   image as the request body → ``{"predictions": [{"breed", "label", "probability"}…],
-  "model": {...}}`` (``breed`` is the raw class label, ``label`` its human-readable form);
+  "answer": {"status", "breed", "label", "probability", "candidates", "novelty", "message"},
+  "model": {...}}`` (``breed`` is the raw class label, ``label`` its human-readable form;
+  ``answer`` is the model's ok / unsure / unknown verdict and the sentence the page shows,
+  the same as ``dogbreeds predict`` prints);
 - ``GET /api/health``: whether the model is loaded, and which one;
 - ``POST /api/reload``: load the model again now (e.g. after ``dogbreeds promote``).
 
@@ -18,12 +21,16 @@ reading (413), the image header checked before anything decodes it (413 for a de
 bomb, 415 for non-images, 400 for empty bodies); undecodable images get 400. Every error is
 JSON ``{"error": message}`` and the server keeps serving.
 
-**Concurrency.** Inference runs in the threadpool, one call at a time behind the holder's lock,
-so the event loop stays free and concurrent requests queue instead of failing.
+**Concurrency.** Each request decodes its photo in the thread pool, in parallel with the
+model; photos that arrive together are then predicted in one model call by the batcher
+(:mod:`dogbreeds.serving.batching`: at most ``max_batch_size`` photos, waiting at most
+``max_wait_ms`` for more, never when no other request is on its way). The event loop stays free
+and a bad upload fails alone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sys
@@ -35,8 +42,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from dogbreeds.serving.holder import DEFAULT_TOP_K, REFRESH_SECONDS, ModelHolder
-from dogbreeds.serving.predict import ModelLoadError
+from dogbreeds.data import photos
+from dogbreeds.serving.answers import labelled_answer
+from dogbreeds.serving.batching import Batcher, BatchSettings
+from dogbreeds.serving.holder import DEFAULT_TOP_K, REFRESH_SECONDS, ModelHolder, labelled
+from dogbreeds.serving.predict import ModelLoadError, decode_error, plain_answer
+from dogbreeds.serving.pyfunc import answer_rows
 from dogbreeds.serving.uploads import (
     MAX_PIXELS,
     MAX_UPLOAD_BYTES,
@@ -48,18 +59,31 @@ from dogbreeds.serving.uploads import (
 log = logging.getLogger(__name__)
 
 MAX_TOP_K = 20
+# Without settings (a library caller, the tests): one photo per model call, no waiting.
+UNBATCHED = BatchSettings(max_batch_size=1, max_wait_ms=0.0)
 
 
-def index_html() -> str:
-    """The demo page (``static/index.html``, shipped as package data)."""
+# The file picker's filter: MIME types and extensions of what the decoder reads.
+ACCEPT = ("image/jpeg,image/png,image/webp,image/heic,image/heif,image/gif,image/bmp,"
+          ".jpg,.jpeg,.png,.webp,.heic,.heif,.gif,.bmp")
+
+
+def index_html(max_upload_bytes: int = MAX_UPLOAD_BYTES) -> str:
+    """The demo page (``static/index.html``, shipped as package data), naming the formats the
+    decoder really reads and the upload limit."""
     page = resources.files("dogbreeds.serving") / "static" / "index.html"
-    return page.read_text(encoding="utf-8")
+    return (page.read_text(encoding="utf-8")
+            .replace("__FORMATS__", photos.FORMAT_NAMES)
+            .replace("__ACCEPT__", ACCEPT)
+            .replace("__MAX_MB__", f"{max_upload_bytes / (1024 * 1024):g}"))
 
 
 def create_app(model_uri: str | None = None, *, holder: ModelHolder | None = None,
                refresh_seconds: float | None = REFRESH_SECONDS,
-               max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS) -> FastAPI:
-    """The web app serving ``model_uri`` (or an existing ``holder``; loaded at start-up)."""
+               max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS,
+               batching: BatchSettings = UNBATCHED) -> FastAPI:
+    """The web app serving ``model_uri`` (or an existing ``holder``; loaded at start-up);
+    ``batching`` bounds its dynamic batches (``serve`` in params.yaml for ``dogbreeds serve``)."""
     if holder is None:
         if model_uri is None:
             raise ValueError("create_app needs a model_uri or a holder")
@@ -70,11 +94,13 @@ def create_app(model_uri: str | None = None, *, holder: ModelHolder | None = Non
         if not holder.loaded:
             await run_in_threadpool(holder.load)
         yield
+        batcher.close()
 
     app = FastAPI(title="dogbreeds", summary="Which dog breed is in this photo?",
                   lifespan=lifespan)
     app.state.holder = holder
-    page = index_html()
+    app.state.batcher = batcher = Batcher(batching)
+    page = index_html(max_upload_bytes)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -87,7 +113,7 @@ def create_app(model_uri: str | None = None, *, holder: ModelHolder | None = Non
     @app.get("/api/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok" if holder.loaded else "no model", "model_loaded": holder.loaded,
-                "model": holder.info}
+                "model": holder.info, "runtime": holder.runtime, "batching": batcher.stats()}
 
     @app.post("/api/reload")
     async def reload() -> JSONResponse:
@@ -104,15 +130,42 @@ def create_app(model_uri: str | None = None, *, holder: ModelHolder | None = Non
             raise ApiError(400, f"top_k must be between 1 and {MAX_TOP_K}")
         data = await read_upload(request, max_upload_bytes)
         fmt, width, height = check_image_header(data, max_pixels)
-        predictions, info = await run_in_threadpool(holder.predict, data, top_k)
-        return {"predictions": predictions, "model": info,
+        scorer, info = await run_in_threadpool(holder.scorer)
+        with batcher.ticket() as ticket:
+            try:
+                (pixels,) = await run_in_threadpool(scorer.preprocess, [data])
+            except ValueError as exc:
+                raise ApiError(400, f"could not decode the image: {decode_error(exc)}") from exc
+            answer = ticket.submit(scorer, pixels)
+        row = await asyncio.wrap_future(answer)
+        (said,) = answer_rows(scorer, row[None, :], top_k).to_dict("records")
+        return {"predictions": labelled(said["top_k"]),
+                "answer": labelled_answer(plain_answer(said)), "model": info,
                 "image": {"format": fmt, "width": width, "height": height}}
 
     return app
 
 
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas (a no-op elsewhere).
+
+    Requests decode in a pool of ~40 threads and glibc gives busy threads arenas of their own,
+    which keep the memory they once held: in the load test (benchmarks/serving.py, 4,000
+    requests from 32 clients, RSS after each 1,000) the server kept growing: 1,021 → 1,071 →
+    1,074 → 1,117 → 1,133 MiB; with two arenas it levels off after the first 1,000: 974 →
+    1,056 → 1,050 → 1,066 → 1,065 MiB. Same effect as ``MALLOC_ARENA_MAX=2``.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(name).mallopt(-8, arenas)  # -8: M_ARENA_MAX
+
+
 def serve(model_uri: str, host: str = "127.0.0.1", port: int = 8000, *,
-          refresh_seconds: float | None = REFRESH_SECONDS) -> None:
+          refresh_seconds: float | None = REFRESH_SECONDS,
+          batching: BatchSettings = UNBATCHED, runtime: str = "pyfunc") -> None:
     """Load the model, then serve the demo with uvicorn until interrupted.
 
     Exits with status 2 and a clear message when the model cannot be loaded.
@@ -120,11 +173,14 @@ def serve(model_uri: str, host: str = "127.0.0.1", port: int = 8000, *,
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    holder = ModelHolder(model_uri, refresh_seconds=refresh_seconds)
+    limit_malloc_arenas()
+    holder = ModelHolder(model_uri, refresh_seconds=refresh_seconds, runtime=runtime)
     try:
         info = holder.load()
     except ModelLoadError as exc:
         print(f"dogbreeds serve: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    print(f"dogbreeds serve: model {info}; open http://{host}:{port}/", flush=True)
-    uvicorn.run(create_app(holder=holder), host=host, port=port)
+    print(f"dogbreeds serve: model {info}; batches of up to {batching.max_batch_size} photos "
+          f"(waiting at most {batching.max_wait_ms:g} ms); open http://{host}:{port}/",
+          flush=True)
+    uvicorn.run(create_app(holder=holder, batching=batching), host=host, port=port)

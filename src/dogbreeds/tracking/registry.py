@@ -30,6 +30,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from dogbreeds.hashing import digest, file_sha256
+from dogbreeds.models.trust import load_trust
 from dogbreeds.settings import from_section, section
 
 CHAMPION = "champion"
@@ -121,7 +122,9 @@ def pyfunc_accuracy(model_uri: str, test_df: pd.DataFrame, root: Path = Path("."
     """Top-1 accuracy of a registered classifier (pyfunc) on a test frame.
 
     Breed *names* are compared, so a champion trained on another class list is scored fairly
-    (a breed it never learned counts as a miss).
+    (a breed it never learned counts as a miss). The top-ranked breed counts, also when the
+    answer is ``unknown`` (whose ``breed`` is empty): this is the accuracy the new model's
+    test accuracy is compared with.
     """
     from dogbreeds.serving.pyfunc import load_classifier, predict_images
 
@@ -130,7 +133,8 @@ def pyfunc_accuracy(model_uri: str, test_df: pd.DataFrame, root: Path = Path("."
     paths, breeds = list(test_df["path"]), list(test_df["breed"])
     for start in range(0, len(paths), batch_size):
         images = [(Path(root) / p).read_bytes() for p in paths[start:start + batch_size]]
-        predicted = predict_images(model, images, top_k=1)["breed"]
+        answers = predict_images(model, images, top_k=1)
+        predicted = [ranked[0]["breed"] for ranked in answers["top_k"]]
         expected = breeds[start:start + batch_size]
         correct += sum(p == b for p, b in zip(predicted, expected, strict=True))
     return correct / max(1, len(paths))
@@ -218,6 +222,7 @@ def register_and_promote(
     root: Path = Path("."),
     extra_tags: Mapping[str, str] | None = None,
     example_image: bytes | None = None,
+    trust_dir: Path | None = None,
 ) -> PromotionDecision:
     """Log the model as the pyfunc (inside the active run), register it, tag it, promote it.
 
@@ -226,6 +231,8 @@ def register_and_promote(
         metrics: flat validation/test metrics; must hold ``test_accuracy``.
         test_df: the current test frame (paths relative to ``root``).
         extra_tags: more version tags (git commit, DVC data hashes, evaluation run id).
+        trust_dir: the model's trust bundle (:mod:`dogbreeds.models.trust`): the pyfunc
+            carries and applies it, and its temperature and thresholds become version tags.
     """
     from dogbreeds.serving.pyfunc import log_classifier
 
@@ -239,9 +246,12 @@ def register_and_promote(
         registered_model_name=model_name, example_image=example_image,
         metadata={"kind": card.get("kind"), "backbone": card.get("backbone"),
                   "source_model": card.get("name")},
+        trust_dir=trust_dir,
     )
     version = str(info.registered_model_version)
     tags = {**version_tags(card, metrics), TAG_TEST_HASH: test_hash, **(extra_tags or {})}
+    if trust_dir is not None:
+        tags.update(load_trust(trust_dir).tags())
     for key, value in tags.items():
         client.set_model_version_tag(model_name, version, key, str(value))
     return promote_new_version(
@@ -261,13 +271,15 @@ def record_decision(decision: PromotionDecision) -> None:
 def register_selected(keras_model_path: Path, card: Mapping[str, Any],
                       metrics: Mapping[str, Any], settings: RegistrySettings, *,
                       test_df: pd.DataFrame, root: Path,
-                      extra_tags: Mapping[str, str]) -> PromotionDecision:
+                      extra_tags: Mapping[str, str],
+                      trust_dir: Path | None = None) -> PromotionDecision:
     """:func:`register_and_promote` the selected model under ``settings``, with the first test
     photo as its input example, and record the decision on the active run."""
     decision = register_and_promote(
         keras_model_path, card, metrics, model_name=settings.model_name,
         min_improvement=settings.min_improvement, test_df=test_df, root=root,
         extra_tags=extra_tags, example_image=(Path(root) / test_df["path"].iloc[0]).read_bytes(),
+        trust_dir=trust_dir,
     )
     record_decision(decision)
     return decision

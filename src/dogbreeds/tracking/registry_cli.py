@@ -19,7 +19,8 @@ from mlflow.tracking import MlflowClient
 from dogbreeds.tracking.registry import CHAMPION, TAG_TEST_ACCURACY, version_with_alias
 from dogbreeds.tracking.store import use_store
 
-COLUMNS = ["version", "aliases", "model", "val_acc", "test_acc", "created", "run_id"]
+COLUMNS = ["version", "aliases", "model", "val_acc", "test_acc", "ece", "coverage", "created",
+           "run_id"]
 
 
 def _client() -> MlflowClient:
@@ -61,6 +62,9 @@ def versions_table(client: MlflowClient, name: str) -> pd.DataFrame:
             "model": f"{kind}/{backbone}" if backbone else kind,
             "val_acc": _fmt(tags.get("val_accuracy")),
             "test_acc": _fmt(tags.get(TAG_TEST_ACCURACY)),
+            # calibrated test ECE and candidate-set coverage (versions with a trust bundle)
+            "ece": _fmt(tags.get("test_ece_calibrated")),
+            "coverage": _fmt(tags.get("test_coverage")),
             "created": datetime.fromtimestamp(v.creation_timestamp / 1000, UTC)
             .strftime("%Y-%m-%d %H:%M"),
             "run_id": v.run_id or "",

@@ -69,3 +69,33 @@ def test_to_rgb_scales_16_bit_instead_of_clipping():
     assert np.asarray(convert.to_rgb(gray16))[0, :, 0].tolist() == [0, 128, 255]
 
 
+
+
+def test_a_photo_stored_sideways_gets_an_upright_copy_like_inference_sees_it(raw, tmp_path):
+    """No skew: the training copy of an EXIF-rotated JPEG decodes (TF, as training does) to
+    what serving makes of the original file."""
+    import tensorflow as tf  # noqa: PLC0415  (slow import: only these tests need it)
+
+    from dogbreeds.data import photos, preprocess
+
+    from PIL import ImageFilter
+
+    # 50×40, smooth like a photo (JPEG re-encoding of pure noise loses more than a photo)
+    upright = Image.fromarray(random_rgb()).filter(ImageFilter.GaussianBlur(2))
+    exif = Image.Exif()
+    exif[photos.EXIF_ORIENTATION] = 6
+    path = raw / "Images" / CHIHUAHUA / "n02085620_3.jpg"
+    upright.transpose(Image.Transpose.ROTATE_90).save(path, "JPEG", quality=95,
+                                                      exif=exif.tobytes())
+    df = metadata.build_metadata(raw, ["Chihuahua"], relative_to=tmp_path)
+    row = df[df["source"].str.endswith("n02085620_3.jpg")].iloc[0]
+    assert (row["status"], row["reason"]) == ("needs_conversion", "EXIF orientation 6")
+    df = convert.convert_images(df, tmp_path, Path("conv"))
+    row = df[df["source"].str.endswith("n02085620_3.jpg")].iloc[0]
+    assert row["status"] == "converted" and (row["width"], row["height"]) == upright.size
+    trained = preprocess.load_image(tf.constant(str(tmp_path / row["path"])), 24).numpy()
+    served = preprocess.load_bytes(path.read_bytes(), 24)
+    assert np.abs(trained - served).mean() < 2  # the same pixels, up to one JPEG re-encode
+    unturned = preprocess.resize(preprocess.decode_image(tf.constant(path.read_bytes())), 24)
+    assert np.abs(trained - unturned.numpy()).mean() > 2 * np.abs(trained - served).mean()
+    assert photos.read_header((tmp_path / row["path"]).read_bytes()).orientation == 1

@@ -11,7 +11,7 @@ import tensorflow as tf
 from PIL import Image
 
 from support import fakedata
-from dogbreeds.data import preprocess
+from dogbreeds.data import photos, preprocess
 
 
 def encoded(array: np.ndarray, fmt: str) -> bytes:
@@ -68,3 +68,86 @@ def test_array_that_is_not_an_image_is_refused(shape):
 def test_garbage_bytes_do_not_decode():
     with pytest.raises(tf.errors.InvalidArgumentError):
         preprocess.decode_image(tf.constant(b"not an image at all"))
+
+
+# ----- photos as phones make them -----------------------------------------------------------
+
+def with_orientation(image: Image.Image, orientation: int, fmt: str = "PNG") -> bytes:
+    exif = Image.Exif()
+    exif[photos.EXIF_ORIENTATION] = orientation
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orientation_is_applied_like_pillow_exif_transpose(rgb, orientation):
+    from PIL import ImageOps
+
+    stored = Image.fromarray(rgb[:, :30])  # not square: a wrong turn changes the shape
+    data = with_orientation(stored, orientation)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))))
+    assert photos.read_header(data).orientation == orientation
+    turned = preprocess.orient(tf.constant(np.asarray(stored)), orientation).numpy()
+    np.testing.assert_array_equal(turned, expected)
+    np.testing.assert_allclose(preprocess.load_bytes(data, 16),
+                               preprocess.resize(tf.constant(expected), 16).numpy(), atol=1e-3)
+
+
+def test_a_broken_orientation_tag_means_upright(rgb):
+    data = with_orientation(Image.fromarray(rgb), 42)
+    assert photos.read_header(data).orientation == 1
+
+
+@pytest.mark.parametrize("side,size,scale", [(375, 160, 1), (640, 160, 2), (3024, 160, 8),
+                                             (3024, 224, 4), (1300, 224, 2), (100, 16, 2)])
+def test_jpeg_dct_scaling_keeps_twice_the_model_side(side, size, scale):
+    index = int(preprocess.reduction(side, side * 4 // 3, size))  # the graph op (training)
+    assert photos.JPEG_SCALES[index] == scale
+    assert photos.jpeg_scale(side, side * 4 // 3, size) == scale  # Pillow's draft, same rule
+
+
+def test_a_12_megapixel_jpeg_is_decoded_small_and_alike_in_training_and_serving(tmp_path, rgb):
+    big = Image.fromarray(rgb).resize((4032, 3024), Image.Resampling.BICUBIC)
+    path = tmp_path / "phone.jpg"
+    big.save(path, format="JPEG", quality=90)
+    decoded = preprocess.decode_for_model(tf.constant(path.read_bytes()), 160)
+    assert decoded.shape == (378, 504, 3)  # 1/8 of each side
+    served = preprocess.load_bytes(path.read_bytes(), 160)
+    trained = preprocess.load_image(tf.constant(str(path)), 160).numpy()
+    np.testing.assert_array_equal(served, trained)
+    full = preprocess.resize(preprocess.decode_image(tf.constant(path.read_bytes())), 160)
+    assert np.abs(served - full.numpy()).mean() < 4  # the same photo, seen smaller
+
+
+@pytest.mark.parametrize("fmt,options,tolerance", [("WEBP", {"lossless": True}, 0.01),
+                                                   ("PNG", {}, 0.01),
+                                                   ("HEIF", {"quality": -1, "chroma": 444}, 3)])
+def test_webp_heic_png_decode_to_the_same_pixels(rgb, fmt, options, tolerance):
+    photos.register_formats()
+    data = encoded_with(Image.fromarray(rgb), fmt, **options)
+    assert photos.read_header(data).format == fmt
+    out = preprocess.load_bytes(data, 24)
+    # HEIC (lossless, 4:4:4) stores YCbCr: colours round a little
+    assert np.abs(out - preprocess.prepare_one(rgb, 24)).mean() < tolerance
+
+
+def test_sixteen_bit_and_cmyk_are_converted(rgb):
+    gray16 = (cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.uint16) * 257)
+    out16 = preprocess.load_bytes(encoded(gray16, "PNG"), 24)
+    assert out16.max() <= 255 and out16.max() > 100  # scaled to 8 bits, not clipped to white
+    cmyk = encoded_with(Image.fromarray(rgb).convert("CMYK"), "JPEG", quality=95)
+    assert photos.read_header(cmyk).mode == "CMYK"
+    assert np.abs(preprocess.load_bytes(cmyk, 24) - preprocess.prepare_one(rgb, 24)).mean() < 8
+
+
+def test_an_unsupported_format_is_named():
+    data = encoded_with(Image.new("RGB", (8, 8)), "TIFF")
+    with pytest.raises(ValueError, match="image 0: cannot decode .*unsupported image format TIFF"):
+        preprocess.prepare_batch([data], 8)
+
+
+def encoded_with(image: Image.Image, fmt: str, **options) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **options)
+    return buf.getvalue()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -13,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from dogbreeds.serving.answers import csv_header, display_name, format_table, write_csv
 from dogbreeds.serving.predict import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    PhotoResult,
     collect_photos,
-    csv_header,
-    display_name,
     run_predict,
 )
 from support.project import venv_env
@@ -81,15 +82,16 @@ def test_good_photos_and_folder_table(registry):
     code, out, err = run([registry.photos["Chihuahua"][0], folder])
     assert code == EXIT_OK, err
     lines = out.splitlines()
-    assert lines[0].split() == ["photo", "#", "breed", "probability"]
+    assert lines[0].split() == ["photo", "#", "breed", "probability", "answer"]
     # One photo given directly (also found again in the folder: listed once) + 6 in the folder.
     firsts = [line for line in lines[1:] if line.split()[0].endswith(".jpg")]
     assert len(firsts) == 6
     for line in firsts:
-        path, rank, *breed, prob = line.split()
+        path, rank, breed, prob, said = re.split(r"\s{2,}", line.strip())
         expected = Path(path).parent.name.split("-", 1)[1]
-        assert rank == "1" and " ".join(breed) == display_name(expected)
+        assert rank == "1" and breed == display_name(expected)
         assert prob.endswith("%") and float(prob[:-1]) > 50
+        assert said.startswith(f"Most likely: {display_name(expected)} (")
     assert len(lines) == 1 + 6 * 3  # three ranks per photo
 
 
@@ -129,7 +131,8 @@ def test_bad_files_get_their_own_error_and_the_rest_still_run(registry, bad_file
     with open(csv_path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == csv_header(3) == [
-        "path", "status", "breed_1", "prob_1", "breed_2", "prob_2", "breed_3", "prob_3", "error"]
+        "path", "status", "breed", "probability", "candidates", "novelty",
+        "breed_1", "prob_1", "breed_2", "prob_2", "breed_3", "prob_3", "error"]
     rows_by_name = {Path(r["path"]).name: r for r in rows}
     assert len(rows) == 6
     ok = rows_by_name[good[0].name]
@@ -191,3 +194,34 @@ def test_outside_a_project_says_so_without_creating_a_store(tmp_path, monkeypatc
 def test_csv_into_a_missing_folder_is_a_usage_error(registry, tmp_path):
     code, _, err = run([registry.photos["papillon"][0]], csv_path=str(tmp_path / "no" / "x.csv"))
     assert code == EXIT_USAGE and "its folder does not exist" in err
+
+
+def answered(path: str, status: str, candidates: list[str], novelty: float | None = 0.4):
+    """A PhotoResult as the model answers (no model needed to check the formats)."""
+    preds = [{"breed": b, "probability": p} for b, p in
+             (("beagle", 0.55), ("basset", 0.35), ("papillon", 0.10))]
+    breed = None if status == "unknown" else "beagle"
+    return PhotoResult(path, predictions=preds, answer={
+        "status": status, "breed": breed, "probability": 0.55, "candidates": candidates,
+        "novelty": novelty})
+
+
+def test_table_json_and_csv_show_status_and_candidates(tmp_path):
+    results = [answered("a.jpg", "ok", ["beagle"]),
+               answered("b.jpg", "unsure", ["beagle", "basset"]),
+               answered("c.jpg", "unknown", [], novelty=3.2),
+               PhotoResult("d.jpg", error="not a readable image: empty file")]
+    table = format_table(results).splitlines()
+    assert table[1].endswith("Most likely: Beagle (55 %)")
+    assert table[4].endswith("Not sure — one of: Beagle, Basset (mixed breed?)")
+    assert table[7].endswith("This doesn't look like a dog breed this model knows")
+    as_json = [r.to_dict() for r in results]
+    assert [r["status"] for r in as_json] == ["ok", "unsure", "unknown", "error"]
+    assert as_json[1]["candidates"] == ["beagle", "basset"] and as_json[2]["breed"] is None
+    out = io.StringIO()
+    write_csv(results, out, top_k=2)
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert [(r["status"], r["breed"], r["candidates"]) for r in rows] == [
+        ("ok", "beagle", "beagle"), ("unsure", "beagle", "beagle;basset"),
+        ("unknown", "", ""), ("error", "", "")]
+    assert rows[2]["novelty"] == "3.2000" and rows[2]["breed_1"] == "beagle"

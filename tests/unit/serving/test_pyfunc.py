@@ -108,3 +108,56 @@ def test_logged_model_carries_signature_code_and_pins(logged):
     assert (local / "code" / "dogbreeds" / "data" / "preprocess.py").is_file()
     reqs = (local / "requirements.txt").read_text()
     assert "tensorflow-cpu==" in reqs and "keras==" in reqs
+
+
+def test_versions_pickled_under_the_flat_layout_still_resolve():
+    """Versions registered before the subpackages pickled ``dogbreeds.pyfunc.BreedClassifier``."""
+    import pickle
+
+    import dogbreeds.pyfunc as legacy
+
+    assert legacy.BreedClassifier is pyfunc.BreedClassifier
+    old_pickle = pickle.dumps(pyfunc.BreedClassifier(), protocol=0).replace(
+        b"dogbreeds.serving.pyfunc", b"dogbreeds.pyfunc")
+    assert type(pickle.loads(old_pickle)) is pyfunc.BreedClassifier
+
+
+@pytest.fixture(scope="module")
+def trusted(tmp_path_factory):
+    """The tiny classifier logged with a trust bundle fitted on fake photos, its bundle and
+    the raw Keras model."""
+    import keras
+
+    from support.trusted_model import log_trusted_models
+
+    models = log_trusted_models(tmp_path_factory.mktemp("trusted"))
+    store.use_store(models.keras_file.parent)
+    return (pyfunc.load_classifier(models.fitted), models.bundle,
+            keras.models.load_model(models.keras_file, compile=False))
+
+
+def test_a_model_with_a_trust_bundle_answers_like_the_shared_answer_function(trusted):
+    from dogbreeds.data.preprocess import prepare_batch
+    from dogbreeds.models import novelty, trust
+
+    classifier, bundle, model = trusted
+    images = [tm.breed_jpeg(b) for b in tm.CLASSES] + [np.zeros((40, 40, 3), np.uint8)]
+    answers = pyfunc.predict_images(classifier, images, top_k=2)
+    assert list(answers.columns) == trust.ANSWER_COLUMNS
+    probs, features = novelty.probabilities_and_features(model).predict(
+        prepare_batch(images, tm.SIZE), verbose=0)
+    expected = trust.answer(bundle, probs, features, top_k=2)
+    assert answers["status"].tolist() == expected["status"].tolist()
+    assert answers["novelty"].tolist() == pytest.approx(expected["novelty"].tolist(), rel=1e-4)
+    assert answers["probability"].tolist() == pytest.approx(expected["probability"].tolist(),
+                                                            rel=1e-4)
+    for i, breed in enumerate(tm.CLASSES):   # the tiny model knows its breeds
+        assert answers.loc[i, "top_k"][0]["breed"] == breed
+        if answers.loc[i, "status"] != "unknown":
+            assert answers.loc[i, "breed"] == breed and breed in answers.loc[i, "candidates"]
+
+
+def test_a_model_without_a_trust_bundle_answers_ok_with_its_top_breed(classifier):
+    answers = pyfunc.predict_images(classifier, [tm.breed_jpeg("papillon")], top_k=2)
+    assert answers.loc[0, "status"] == "ok" and answers.loc[0, "candidates"] == ["papillon"]
+    assert answers.loc[0, "novelty"] is None

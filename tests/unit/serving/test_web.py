@@ -5,15 +5,18 @@ concurrency."""
 from __future__ import annotations
 
 import io
+import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import cv2
 import mlflow
+import numpy as np
 import pytest
 import requests
 
-from dogbreeds.serving.uploads import MAX_UPLOAD_BYTES
 from dogbreeds.serving.web import create_app, serve
+from support import tiny_models as tm
 from support.crafted_images import png_header_only
 from support.tiny_registry import running_app
 
@@ -78,6 +81,9 @@ def test_upload_predicts_the_right_breed(server, registry):
         assert [p["probability"] for p in preds] == sorted((p["probability"] for p in preds),
                                                            reverse=True)
         assert body["model"]["version"] == "1" and body["model"]["alias"] == "champion"
+        # A model registered without a trust bundle answers "ok" with its top breed.
+        assert body["answer"]["status"] == "ok"
+        assert body["answer"]["message"].startswith(f"Most likely: {preds[0]['label']} (")
     golden = upload(server, registry.photos["golden_retriever"][1].read_bytes()).json()
     assert golden["predictions"][0]["label"] == "Golden retriever"
     assert golden["predictions"][0]["breed"] == "golden_retriever"
@@ -126,9 +132,11 @@ def test_unsupported_format_is_a_415(server, registry):
     assert "unsupported image format TIFF" in response.json()["error"]
 
 
-@pytest.mark.parametrize("how", ["multipart", "raw", "chunked"])
-def test_oversized_upload_is_a_413(server, registry, how):
-    data = b"\xff\xd8\xff" + b"\x00" * MAX_UPLOAD_BYTES  # 15 MB + 3 bytes
+@pytest.mark.parametrize("how,megabytes", [("multipart", 15), ("raw", 15), ("chunked", 15),
+                                           ("multipart", 20), ("raw", 20)])
+def test_oversized_upload_is_a_413_naming_the_limit(server, registry, how, megabytes):
+    # 15 MB + 3 bytes: just over; 20 MB: a Content-Length over the cap, refused before reading
+    data = b"\xff\xd8\xff" + b"\x00" * (megabytes * 1024 * 1024)
     if how == "multipart":
         response = upload(server, data)
     elif how == "raw":
@@ -138,7 +146,7 @@ def test_oversized_upload_is_a_413(server, registry, how):
                                  data=(data[i:i + (1 << 20)] for i in range(0, len(data),
                                                                             1 << 20)))
     assert response.status_code == 413
-    assert "upload too large" in response.json()["error"]
+    assert response.json()["error"] == "upload too large: the limit is 15 MB"
     assert_good_prediction(server, registry)
 
 
@@ -218,3 +226,55 @@ def test_serve_exits_2_when_the_model_is_missing(registry, capsys):
     assert exit_info.value.code == 2
     assert "no model at models:/dogbreeds@nobody: run `make repro` first" in \
         capsys.readouterr().err
+
+
+def test_the_page_lists_the_formats_it_really_accepts(server, registry):
+    import re
+
+    from PIL import Image
+
+    from dogbreeds.data.photos import register_formats
+
+    page = requests.get(server + "/", timeout=10).text
+    listed = re.search(r'<span id="formats">([^<]+)</span>, up to 15 MB', page)
+    assert listed, "the page names the formats and the limit"
+    names = re.split(r", | or |/", listed.group(1))
+    assert names == ["JPEG", "PNG", "WebP", "HEIC", "HEIF", "GIF", "BMP"]
+    register_formats()
+    photo = Image.open(registry.photos["papillon"][0]).convert("RGB")
+    pillow_name = {"HEIC": "HEIF"}
+    for name in names:
+        buf = io.BytesIO()
+        photo.save(buf, format=pillow_name.get(name, name.upper()))
+        response = upload(server, buf.getvalue(), name=f"dog.{name.lower()}")
+        assert response.status_code == 200, (name, response.text)
+        assert response.json()["image"]["format"] == pillow_name.get(name, name.upper())
+
+
+# ----- answers a shelter can trust ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trusted(tmp_path_factory):
+    from support.trusted_model import log_trusted_models
+
+    return log_trusted_models(tmp_path_factory.mktemp("trusted"))
+
+
+def test_the_answer_says_ok_unsure_or_unknown_in_words(trusted):
+    black = np.zeros((60, 80, 3), np.uint8)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", trusted.tracking_uri)
+        with running_app(create_app(trusted.fitted, refresh_seconds=None)) as url:
+            ok = upload(url, tm.breed_jpeg("papillon")).json()["answer"]
+            unknown = upload(url, cv2.imencode(".png", black)[1].tobytes(), "blank.png").json()
+        with running_app(create_app(trusted.hesitant, refresh_seconds=None)) as url:
+            unsure = upload(url, tm.breed_jpeg("papillon")).json()["answer"]
+    assert ok["status"] == "ok" and ok["breed"] == "papillon" and ok["candidates"] == [
+        {"breed": "papillon", "label": "Papillon"}]
+    assert re.fullmatch(r"Most likely: Papillon \(\d+ %\)", ok["message"])
+    assert unknown["answer"]["status"] == "unknown" and unknown["answer"]["breed"] is None
+    assert unknown["answer"]["message"] == "This doesn't look like a dog breed this model knows"
+    assert unknown["predictions"]  # the ranking is still there for whoever wants it
+    assert unsure["status"] == "unsure" and len(unsure["candidates"]) >= 2
+    assert unsure["message"].startswith("Not sure — one of: ")
+    assert unsure["message"].endswith("(mixed breed?)")
