@@ -3,7 +3,11 @@
 Each keras-tuner trial is one *nested* MLflow run under the stage's run (opened by
 ``store.stage_run``): its hyperparameters as params, its per-epoch metrics with
 ``step`` = the 1-based epoch, its status and score. The search space and hypermodel are
-:mod:`dogbreeds.models.tuning`.
+:mod:`dogbreeds.models.tuning`; the distributed mode's plumbing is
+:mod:`dogbreeds.models.tuning_cluster`.
+
+Length: ~310 lines, one job (keras-tuner's tuners with MLflow trial runs); the three tuner
+classes and their shared trial logging read best side by side.
 """
 
 from __future__ import annotations
