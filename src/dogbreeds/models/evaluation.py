@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import keras
 import mlflow
 import numpy as np
 import pandas as pd
@@ -217,16 +218,13 @@ def evaluate_predictions(name: str, labels: np.ndarray, probs: np.ndarray,
     )
 
 
-def evaluate_model(trained: TrainedModel, test_df: pd.DataFrame, batch_size: int,
+def evaluate_model(trained: TrainedModel, model, test_df: pd.DataFrame, batch_size: int,
                    root: Path = Path(".")) -> Evaluation:
-    """Load a trained Keras model and score it on the test frame."""
-    import keras
-
+    """Score ``trained``'s loaded Keras ``model`` on the test frame."""
     from dogbreeds.data.datasets import make_dataset
 
     classes = list(trained.card["classes"])
     image_size = int(trained.card["image_size"])
-    model = keras.models.load_model(trained.model_file, compile=False)
     dataset = make_dataset(test_df, classes, image_size, batch_size, shuffle=False, root=root)
     probs, labels, latency_ms = predict_dataset(model, dataset)
     result = evaluate_predictions(trained.name, labels, probs, classes, test_df["path"])
@@ -278,14 +276,16 @@ def evaluate_and_report(trained: TrainedModel, test_df: pd.DataFrame, batch_size
     tags = {**run_tags, "dogbreeds.model": trained.name,
             "dogbreeds.training_run_id": training_run}
     with mlflow.start_run(run_name=f"evaluate-{trained.name}", nested=True, tags=tags):
-        result = evaluate_model(trained, test_df, batch_size, root)
+        model = keras.models.load_model(trained.model_file, compile=False)  # once, for both
+        result = evaluate_model(trained, model, test_df, batch_size, root)
         report_dir = out / "models" / trained.name
         files = write_model_report(result, report_dir)
         mlflow.log_metrics({f"test_{k}": float(v) for k, v in result.metrics.items()})
         if trust_inputs is not None:
-            fitted, trust_files = trust_report.evaluate_saved_model(
-                trained.model_file, trained.card, trust_inputs, batch_size, report_dir, root,
-                trained.name)
+            fitted, trust_files = trust_report.evaluate_trust(
+                model, trust_inputs.table, list(trained.card["classes"]),
+                int(trained.card["image_size"]), batch_size, trust_inputs.settings, report_dir,
+                root, trained.name)
             result.trust, result.trust_dir = fitted.metrics, trust_files["bundle"]
             mlflow.log_metrics(trust_report.loggable(fitted.metrics))
         mlflow.log_artifacts(str(report_dir), artifact_path="report")

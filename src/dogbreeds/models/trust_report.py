@@ -161,15 +161,6 @@ def evaluate_trust(model: keras.Model, df: pd.DataFrame, classes: Sequence[str],
     return result, write_trust_report(result, out_dir)
 
 
-def evaluate_saved_model(model_file: Path, card: Mapping, inputs: TrustInputs, batch_size: int,
-                         out_dir: Path, root: Path = Path("."), name: str = "model"
-                         ) -> tuple[TrustResult, dict[str, Path]]:
-    """:func:`evaluate_trust` for a ``model.keras`` and its ``card.json`` (classes, image size)."""
-    model = keras.models.load_model(model_file, compile=False)
-    return evaluate_trust(model, inputs.table, list(card["classes"]), int(card["image_size"]),
-                          batch_size, inputs.settings, out_dir, root, name)
-
-
 def loggable(metrics: Mapping[str, float]) -> dict[str, float]:
     """The finite metrics (MLflow refuses infinity: a conformal threshold with too few
     validation photos is one)."""
