@@ -10,6 +10,10 @@ Every model also gets its trust bundle (params ``evaluate.trust``; fitted on val
 temperature, conformal candidate sets, novelty threshold) with NLL/ECE before and after,
 coverage and mean set size on test and a reliability diagram in its report; the registered
 model carries the selected model's bundle and answers ok / unsure / unknown.
+
+Each model's test answers are its production baseline (``baseline.csv`` in its report); the
+selected model's is also logged as ``baseline/baseline.csv`` of this stage run, the run its
+registered version points at (:mod:`dogbreeds.models.baseline`, read by ``dogbreeds monitor``).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import mlflow
 
 from dogbreeds.data import tables
 from dogbreeds.jsonfile import write_json
-from dogbreeds.models import comparison, evaluation, trust, trust_report
+from dogbreeds.models import baseline, comparison, evaluation, trust, trust_report
 from dogbreeds.tracking import lineage, registry, store
 from pipeline.common import load_params, project_root
 
@@ -67,6 +71,10 @@ def main() -> None:
         comparison.record_selection(selection)
         print(f"selected {selection.model.name} by {selection.metric} = {selection.value}")
 
+        # The run that registers a version is the one its ModelVersion.run_id names:
+        # `dogbreeds monitor` finds the champion's baseline there.
+        selected = next(r for r in results if r.name == selection.model.name)
+        baseline.log_baseline(selected.baseline_file)
         trace = lineage.trace_tags(run.info.run_id, selection.metric, stage_tags,
                                    root / "dvc.lock", params["augment"]["output"],
                                    params["data"]["raw_dir"])
@@ -74,7 +82,7 @@ def main() -> None:
             selection.model.model_file, selection.model.card,
             comparison.flat_metrics(selection.row), registry_settings,
             test_df=test_df, root=root, extra_tags=trace,
-            trust_dir=next(r.trust_dir for r in results if r.name == selection.model.name))
+            trust_dir=selected.trust_dir)
 
         write_json(out / "metrics.json", comparison.summary(rows, selection, decision.as_dict()))
         mlflow.log_artifact(str(out / "metrics.json"))

@@ -13,7 +13,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from dogbreeds.models import comparison, trust
+from dogbreeds.models import baseline, comparison, trust
+from dogbreeds.monitoring import traffic
 from dogbreeds.tracking import store
 from support import tiny_models as tm
 from support.project import REPO, repo_params, run_stage
@@ -106,6 +107,21 @@ def test_evaluate_stage_reports_compares_and_registers(tmp_path):
     assert list(answers.columns) == trust.ANSWER_COLUMNS
     assert answers["novelty"].notna().all()          # the bundle is applied
     assert answers.loc[0, "top_k"][0]["breed"] == tm.CLASSES[0]
+
+    # Each model's test answers are its baseline; the registered version's run carries the
+    # selected model's, where `dogbreeds monitor` finds the champion's.
+    dataset = tmp_path / repo_params()["augment"]["output"] / "dataset.parquet"
+    test_photos = int((pd.read_parquet(dataset)["split"] == "test").sum())
+    for name in ("scratch", "mobilenetv2"):
+        answers_csv = baseline.read_baseline(reports / "models" / name / baseline.FILE_NAME)
+        assert len(answers_csv) == test_photos
+    assert version.run_id == stage[0].info.run_id
+    found = traffic.champion_baseline("models:/dogs-e2e@champion")
+    assert found.version == "1" and found.run_id == version.run_id
+    pd.testing.assert_frame_equal(found.answers, baseline.read_baseline(
+        reports / "models" / "mobilenetv2" / baseline.FILE_NAME))
+    named = found.answers.dropna(subset=["breed"])   # test accuracy 1.0: every named breed right
+    assert len(named) and (named["breed"] == named["true_breed"]).all()
 
     # Same models, same data: the selected training run is already version 1, so nothing
     # new is registered and the aliases stay.

@@ -37,7 +37,7 @@ from sklearn.metrics import (
 
 from dogbreeds.data.datasets import split_rows
 from dogbreeds.jsonfile import write_json
-from dogbreeds.models import trust_report
+from dogbreeds.models import baseline, trust_report
 from dogbreeds.models.modeldir import ModelDir
 from dogbreeds.settings import SettingsError, from_section, section
 
@@ -93,6 +93,7 @@ class Evaluation:
     classes: list[str] = field(default_factory=list)
     trust: dict[str, float] = field(default_factory=dict)   # see dogbreeds.models.trust_report
     trust_dir: Path | None = None                           # the fitted trust bundle
+    baseline_file: Path | None = None                       # see dogbreeds.models.baseline
 
 
 def test_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -270,7 +271,8 @@ def evaluate_and_report(trained: TrainedModel, test_df: pd.DataFrame, batch_size
     DVC's confusion plot pair ``out/plots/<name>.csv`` (actual, predicted) + ``.png``. With
     ``trust_inputs`` the model's trust bundle is fitted and measured too
     (:mod:`dogbreeds.models.trust_report`: ``trust/``, ``trust_metrics.json``,
-    ``reliability.png`` in the report).
+    ``reliability.png`` in the report). Either way the report holds the model's test answers,
+    its production baseline (:mod:`dogbreeds.models.baseline`).
     """
     training_run = trained.card.get("mlflow_run_id") or ""
     tags = {**run_tags, "dogbreeds.model": trained.name,
@@ -288,6 +290,9 @@ def evaluate_and_report(trained: TrainedModel, test_df: pd.DataFrame, batch_size
                 root, trained.name)
             result.trust, result.trust_dir = fitted.metrics, trust_files["bundle"]
             mlflow.log_metrics(trust_report.loggable(fitted.metrics))
+        answers = (fitted.baseline if trust_inputs is not None
+                   else baseline.from_predictions(result.predictions))
+        result.baseline_file = baseline.write_baseline(answers, report_dir / baseline.FILE_NAME)
         mlflow.log_artifacts(str(report_dir), artifact_path="report")
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,9 @@ test photos (originals only), fit the :class:`dogbreeds.models.trust.TrustBundle
 from train; temperature, conformal and novelty thresholds from validation), and measure on
 validation and test: NLL and ECE before/after the temperature, coverage and mean set size of
 the candidate sets, the share of photos answered ``unknown``. Blank images (all black, all
-white, mid grey) are scored too: none is a dog, all should come back ``unknown``.
+white, mid grey) are scored too: none is a dog, all should come back ``unknown``. The test
+answers themselves are kept as the model's production baseline
+(:mod:`dogbreeds.models.baseline`).
 
 Written next to the model's other reports: ``trust/`` (the bundle the registered model
 carries), ``trust_metrics.json`` and ``reliability.png`` (test split, before/after).
@@ -26,7 +28,7 @@ from matplotlib.figure import Figure
 
 from dogbreeds.data.datasets import make_dataset, split_rows
 from dogbreeds.jsonfile import write_json
-from dogbreeds.models import calibration, conformal, novelty, trust
+from dogbreeds.models import baseline, calibration, conformal, novelty, trust
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ class TrustResult:
     bundle: trust.TrustBundle
     metrics: dict[str, float]
     reliability: Figure
+    baseline: pd.DataFrame           # the test answers (dogbreeds.models.baseline.COLUMNS)
 
 
 def blank_images(image_size: int) -> np.ndarray:
@@ -128,6 +131,8 @@ def fit_and_measure(outputs: Mapping[str, Outputs], classes: Sequence[str],
             "flagged_unknown": float((answers["status"] == "unknown").mean()),
             "answered_unsure": float((answers["status"] == "unsure").mean())}
         metrics.update({f"{split}_{key}": float(value) for key, value in split_metrics.items()})
+        if split == "test":
+            test_baseline = baseline.from_answers(answers, out.labels, classes)
     blank = outputs.get("blank")
     if blank is not None:
         answers = trust.answer(bundle, blank.probs, blank.features, top_k=1)
@@ -138,7 +143,8 @@ def fit_and_measure(outputs: Mapping[str, Outputs], classes: Sequence[str],
                       (f"after (T = {bundle.temperature:.2f})",
                        calibration.scale_temperature(test.probs, bundle.temperature))],
         bins=settings.ece_bins, title=f"{name}: test reliability")
-    return TrustResult(bundle=bundle, metrics=metrics, reliability=figure)
+    return TrustResult(bundle=bundle, metrics=metrics, reliability=figure,
+                       baseline=test_baseline)
 
 
 def write_trust_report(result: TrustResult, out_dir: Path) -> dict[str, Path]:

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from dogbreeds.models import trust, trust_report
+from dogbreeds.models import baseline, trust, trust_report
 from support import fakedata
 from support.tiny_models import CLASSES, SIZE, train_tiny_model
 
@@ -59,6 +59,16 @@ def test_evaluate_trust_fits_measures_and_writes_the_bundle(tiny, tmp_path):
     loaded = trust.load_trust(files["bundle"])
     assert loaded.classes == tuple(CLASSES)
     assert loaded.temperature == pytest.approx(result.bundle.temperature)
+
+    # The test answers are kept as the production baseline: one per test photo, as served.
+    answers = result.baseline
+    assert list(answers.columns) == baseline.COLUMNS and len(answers) == 15
+    assert (answers["status"] == "unknown").mean() == pytest.approx(
+        metrics["test_flagged_unknown"])
+    test_labels = trust_report.split_frames(df)["test"]["breed"]
+    assert sorted(answers["true_breed"]) == sorted(test_labels)
+    assert ((answers["novelty"] > 1) == (answers["status"] == "unknown")).all()
+    assert answers["probability"].between(0, 1).all()
 
 
 def test_no_validation_photos_is_a_clear_error(tiny):
