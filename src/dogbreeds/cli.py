@@ -20,7 +20,15 @@ CHAMPION = "champion"
 # shared tracking server with MLFLOW_TRACKING_URI, or a folder holding only mlflow.db), and the
 # commands still need a model name: the one the project's params.yaml ships with.
 FALLBACK_MODEL_NAME = "dogbreeds"
-FALLBACK_SERVE = {"max_batch_size": 32, "max_wait_ms": 5}  # params.yaml's `serve`, likewise
+FALLBACK_SERVE = {"max_batch_size": 32, "max_wait_ms": 5,  # params.yaml's `serve`, likewise
+                  "prediction_log": "logs/predictions.sqlite",
+                  "feedback_dir": "data/sources/feedback"}
+FALLBACK_MONITOR = {  # params.yaml's `monitor`, likewise
+    "since": "7d", "min_predictions": 30, "low_confidence": 0.5, "confidence_bins": 10,
+    "alpha": 0.01, "thresholds": {"confidence_psi": 0.25, "low_confidence_rise": 0.10,
+                                  "unknown_rise": 0.10, "class_mix_js": 0.20},
+    "output": "reports/monitor"}
+FALLBACK_EXPERIMENT = "dogbreeds"  # params.yaml's `base.experiment`, likewise
 
 
 def registry_model_name(params_file: Path = PARAMS_FILE) -> str:
@@ -76,6 +84,34 @@ def serve_batching(args: argparse.Namespace, params_file: Path = PARAMS_FILE):
     flags = {name: getattr(args, name) for name in ("max_batch_size", "max_wait_ms")
              if getattr(args, name) is not None}
     return dataclasses.replace(settings, **flags).checked()
+
+
+def project_params(params_file: Path = PARAMS_FILE) -> dict:
+    """``params_file`` as a dict, or the fallbacks above outside a project."""
+    import yaml
+
+    if params_file.is_file():
+        return yaml.safe_load(params_file.read_text(encoding="utf-8")) or {}
+    return {"serve": FALLBACK_SERVE, "monitor": FALLBACK_MONITOR,
+            "base": {"experiment": FALLBACK_EXPERIMENT}}
+
+
+def _cmd_monitor(args: argparse.Namespace) -> int:
+    from dogbreeds.monitoring.monitor import MonitorSettings, run_monitor
+    from dogbreeds.settings import value
+
+    # Its output is read by cron and CI: no progress bar for the one small baseline download.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    params = project_params()
+    settings = MonitorSettings.from_params(params)
+    return run_monitor(
+        model_uri=args.model or default_model_uri(),
+        log_path=Path(args.log) if args.log else value(params, "serve.prediction_log", Path),
+        feedback_dir=(Path(args.feedback) if args.feedback
+                      else value(params, "serve.feedback_dir", Path)),
+        since=args.since or settings.since, settings=settings,
+        output=Path(args.output) if args.output else settings.output, root=Path.cwd(),
+        experiment=value(params, "base.experiment", str))
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -163,6 +199,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="a registered version: models:/<name>@<alias> or "
                                    "models:/<name>/<version> (default: the champion)")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("monitor", help="recent predictions and corrections vs the champion's "
+                                       "test answers: exit 3 on drift")
+    p.add_argument("--since", metavar="WHEN",
+                   help="window: a duration back from now (30m, 12h, 7d, 2w) or an ISO "
+                        "date/time (default: monitor.since in ./params.yaml)")
+    p.add_argument("--log", metavar="PATH",
+                   help="prediction log (default: serve.prediction_log in ./params.yaml)")
+    p.add_argument("--feedback", metavar="DIR",
+                   help="corrections folder (default: serve.feedback_dir in ./params.yaml)")
+    p.add_argument("--model", help="the registered version judged, whose baseline and traffic "
+                                   "are compared (default: the champion)")
+    p.add_argument("--output", metavar="DIR",
+                   help="where monitor.json and monitor.png go (default: monitor.output)")
+    p.set_defaults(func=_cmd_monitor)
 
     p = sub.add_parser("promote", help="point an alias (champion) at a registered version")
     p.add_argument("version", help="registered model version number")

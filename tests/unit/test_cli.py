@@ -83,3 +83,27 @@ def test_serve_batching_comes_from_params_and_flags_override(tmp_path, monkeypat
     assert (settings.max_batch_size, settings.max_wait_ms) == (8, 0.0)
     with pytest.raises(SettingsError, match="max_batch_size"):
         cli.serve_batching(parser.parse_args(["serve", "--max-batch-size", "0"]))
+
+
+def test_monitor_fallbacks_are_what_params_yaml_ships_with():
+    shipped = repo_params()
+    assert cli.FALLBACK_MONITOR == shipped["monitor"]
+    assert cli.FALLBACK_EXPERIMENT == shipped["base"]["experiment"]
+    outside = cli.project_params(REPO / "no-such-params.yaml")
+    assert outside["serve"] == shipped["serve"] and outside["monitor"] == shipped["monitor"]
+
+
+def test_monitor_reads_its_defaults_from_params(tmp_path, monkeypatch, capsys):
+    """The log path comes from serve.prediction_log; a wrong monitor param names its key."""
+    from support import production
+
+    monkeypatch.chdir(tmp_path)
+    params = repo_params("serve.prediction_log", "elsewhere/log.sqlite")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    production.register_with_baseline(tmp_path, "dogbreeds", production.baseline_answers(40))
+    assert cli.main(["monitor"]) == 2
+    assert "no prediction log at elsewhere/log.sqlite" in capsys.readouterr().err
+    params = repo_params("monitor.min_predictions", "many")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    assert cli.main(["monitor"]) == 2
+    assert "monitor.min_predictions: expected an integer" in capsys.readouterr().err

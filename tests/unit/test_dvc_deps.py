@@ -117,7 +117,7 @@ def test_closure_follows_imports_inside_functions(tmp_path):
     assert "dogbreeds.tracking.figures" in imported_modules(module)
 
 
-@pytest.mark.parametrize("package", ["data", "models", "tracking", "serving"])
+@pytest.mark.parametrize("package", ["data", "models", "tracking", "serving", "monitoring"])
 def test_each_subpackage_declares_all_its_modules(package):
     """``__all__`` names every module of the subpackage (its public names) and imports none."""
     folder = ROOT / "src" / "dogbreeds" / package

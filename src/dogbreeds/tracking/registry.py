@@ -30,7 +30,6 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from dogbreeds.hashing import digest, file_sha256
-from dogbreeds.models.trust import load_trust
 from dogbreeds.settings import from_section, section
 
 CHAMPION = "champion"
@@ -234,6 +233,7 @@ def register_and_promote(
         trust_dir: the model's trust bundle (:mod:`dogbreeds.models.trust`): the pyfunc
             carries and applies it, and its temperature and thresholds become version tags.
     """
+    from dogbreeds.models.trust import load_trust  # here: it loads TensorFlow, the CLI need not
     from dogbreeds.serving.pyfunc import log_classifier
 
     client = MlflowClient()
