@@ -103,11 +103,13 @@ def check(name: str, shift: drift.Shift, threshold: float, alpha: float, size: s
 
 
 def rate(mask: pd.Series) -> float:
+    """Share of true values (0 for none)."""
     return float(np.asarray(mask, bool).mean()) if len(mask) else 0.0
 
 
 def class_order(baseline: pd.DataFrame, recent: pd.DataFrame) -> list[str]:
-    """The classes to compare: the baseline's (true and answered), then any new name."""
+    """The classes to compare: every breed the baseline (true or answered) or the window
+    names, sorted."""
     names = [*baseline["true_breed"], *baseline["breed"], *recent["breed"]]
     return sorted({n for n in names if isinstance(n, str) and n})
 
