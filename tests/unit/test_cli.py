@@ -83,3 +83,24 @@ def test_serve_batching_comes_from_params_and_flags_override(tmp_path, monkeypat
     assert (settings.max_batch_size, settings.max_wait_ms) == (8, 0.0)
     with pytest.raises(SettingsError, match="max_batch_size"):
         cli.serve_batching(parser.parse_args(["serve", "--max-batch-size", "0"]))
+
+
+def test_serve_records_come_from_params_and_flags_override(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)
+    parser = cli.build_parser()
+    settings = cli.serve_records(parser.parse_args(["serve"]))  # outside a project: fallback
+    assert (settings.feedback_dir, settings.prediction_log, settings.log_retention_days) == (
+        Path("data/sources/feedback"), Path("logs/predictions.sqlite"), 90)
+    params = repo_params("serve.log_retention_days", 30)
+    params["serve"]["feedback_dir"] = "shelter/feedback"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    args = parser.parse_args(["serve", "--prediction-log", "elsewhere.sqlite"])
+    settings = cli.serve_records(args)
+    assert (settings.feedback_dir, settings.prediction_log, settings.log_retention_days) == (
+        Path("shelter/feedback"), Path("elsewhere.sqlite"), 30)
+    assert args.no_feedback is False
+    assert parser.parse_args(["serve", "--no-feedback"]).no_feedback is True
+    with pytest.raises(SettingsError, match="serve.log_retention_days must be at least 1"):
+        cli.serve_records(parser.parse_args(["serve", "--log-retention-days", "0"]))

@@ -4,5 +4,5 @@ Import the modules directly (``from dogbreeds.data import ...``): this file impo
 so a stage depends only on the modules it uses.
 """
 
-__all__ = ["augment", "convert", "datasets", "download", "extract", "fetch", "metadata", "photos",
-           "preprocess", "split", "tables", "verify"]
+__all__ = ["augment", "convert", "datasets", "download", "extract", "feedback", "fetch", "metadata",
+           "photos", "preprocess", "split", "tables", "verify"]

@@ -4,5 +4,5 @@ Import the modules directly (``from dogbreeds.serving import ...``): this file i
 so a stage depends only on the modules it uses.
 """
 
-__all__ = ["answers", "batching", "forward", "holder", "inputs", "predict", "pyfunc", "runtimes",
-           "uploads", "web"]
+__all__ = ["answers", "batching", "forward", "holder", "inputs", "predict", "predlog", "pyfunc",
+           "records", "runtimes", "uploads", "web"]
