@@ -30,7 +30,10 @@ takes the new label and keeps the earlier judgements in ``history``; the file mo
 A crash before 2 leaves the old state (the unanswered request is lost, nothing else); a crash
 between 2 and 3 leaves a committed record whose photo has not moved yet: :func:`reconcile`
 (the server runs it at start-up, and every save runs it for its photo first) finishes the
-move. Stale temp and staging files are removed there too.
+move. Stale temp and staging files are removed there too. Until then a reader of the label
+folders sees the photo under its previous label (one place, whole), so a reader that must
+match the records exactly calls :func:`reconcile` first. A photo put in a label folder by hand
+(no record) is left alone.
 
 **Concurrency:** each save holds its photo's lock (``fcntl.flock`` on a file of its own, so
 it excludes other threads as well as other processes); two concurrent corrections of one
@@ -256,13 +259,26 @@ class FeedbackStore:
             os.close(fd)  # releases the lock
 
     def read_record(self, sha: str) -> dict[str, Any] | None:
+        """Photo ``sha``'s record (None if it has none).
+
+        Raises:
+            FeedbackError: the record is not JSON or names a file that is not
+                ``<label>/<sha>.<ext>`` (records are only ever replaced whole; this is a record
+                edited by hand, and no path from it is followed).
+        """
         path = self.record_path(sha)
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            record = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
         except (ValueError, OSError) as exc:
             raise FeedbackError(f"damaged feedback record {path}: {exc}") from exc
+        label, _, name = str(record.get("file", "")).partition("/")
+        if not (_SAFE_LABEL.fullmatch(label) and label == record.get("label")
+                and name.split(".")[0] == sha and name.count(".") == 1):
+            raise FeedbackError(f"damaged feedback record {path}: file {record.get('file')!r} "
+                                f"is not <label>/{sha}.<ext>")
+        return record
 
     # ----- saving
 
@@ -299,7 +315,8 @@ class FeedbackStore:
 
     def reconcile(self) -> dict[str, int]:
         """Settle every photo after a crash: committed records get their photo in their label
-        folder, uncommitted staging and temp files are removed. Returns what was done."""
+        folder, uncommitted staging and temp files are removed. Returns what was done. A
+        damaged record is logged and its photo left as it is."""
         shas = {p.stem for p in self.records.glob("*.json")} if self.records.is_dir() else set()
         for folder in (self.records, self.staging):
             if folder.is_dir():
@@ -307,8 +324,13 @@ class FeedbackStore:
         counts = {"moved": 0, "removed": 0}
         for sha in sorted(shas):
             with self.locked(sha):
-                for key, n in self._settle(sha).items():
-                    counts[key] += n
+                try:
+                    settled = self._settle(sha)
+                except FeedbackError:  # hand-edited: say so, leave it, settle the others
+                    log.exception("feedback folder %s: photo %s left as it is", self.folder, sha)
+                    continue
+            for key, n in settled.items():
+                counts[key] += n
         if any(counts.values()):
             log.warning("feedback folder %s: settled after an interruption: %s", self.folder,
                         counts)

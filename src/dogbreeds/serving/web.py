@@ -202,7 +202,8 @@ def create_app(model_uri: str | None = None, *, holder: ModelHolder | None = Non
                                              fields["verdict"], answer)
         except (OSError, feedback.FeedbackError) as exc:
             log.exception("could not save feedback on answer %s", fields.get("answer_id"))
-            raise ApiError(503, f"could not save the feedback: {exc}") from exc
+            raise ApiError(503, "could not save the feedback: the server's log says why") \
+                from exc
         earlier = record["history"][-1]["label"] if record["history"] else None
         return {"saved": True, "image_sha256": record["image_sha256"], "label": label,
                 "name": display_name(label), "verdict": record["verdict"],

@@ -347,3 +347,24 @@ def test_reconcile_finishes_a_committed_move_and_drops_an_uncommitted_one(store)
     assert visible_copies(store.folder, orphan_sha) == []
     assert hidden_leftovers(store.folder) == []
     assert feedback.reconcile(store.folder) == {"moved": 0, "removed": 0}
+
+
+def test_a_record_edited_by_hand_is_refused_and_no_path_from_it_is_followed(store, tmp_path):
+    photo = tm.breed_jpeg("papillon", seed=5)
+    sha = hashing.digest(photo)
+    store.save(photo, "JPEG", "papillon", "correct", answer())
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    record = store.read_record(sha)
+    record["file"] = f"../../outside/{sha}.jpg"
+    store.record_path(sha).write_text(json.dumps(record))
+    with pytest.raises(FeedbackError, match=r"damaged feedback record .* is not <label>/"):
+        feedback.read_corrections(store.folder)
+    assert feedback.reconcile(store.folder) == {"moved": 0, "removed": 0}  # logged, left
+    assert list(outside.iterdir()) == []
+    assert visible_copies(store.folder, sha) == [f"papillon/{sha}.jpg"]
+    with pytest.raises(FeedbackError, match="damaged feedback record"):
+        store.save(photo, "JPEG", "mixed", "wrong", answer())
+    store.record_path(sha).write_text("{not json")
+    with pytest.raises(FeedbackError, match="damaged feedback record"):
+        store.read_record(sha)
