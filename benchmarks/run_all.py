@@ -16,7 +16,8 @@ import time
 from benchmarks.common import ROOT, load
 
 BENCHMARKS = ["transfer_cache", "transfer_stage", "input_pipeline", "feature_extraction",
-              "metadata", "train_memory", "dvc_noop", "inference", "serving", "accuracy"]
+              "metadata", "train_memory", "dvc_noop", "inference", "serving", "predlog",
+              "accuracy"]
 # Runs that are one benchmark module with other arguments: the stage vs its one-pass floor at
 # the default 15-breed size and at the full dataset's size: 20,580 photos of 120 breeds
 # (synthetic).

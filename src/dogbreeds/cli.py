@@ -21,8 +21,8 @@ CHAMPION = "champion"
 # commands still need a model name: the one the project's params.yaml ships with.
 FALLBACK_MODEL_NAME = "dogbreeds"
 FALLBACK_SERVE = {"max_batch_size": 32, "max_wait_ms": 5,  # params.yaml's `serve`, likewise
-                  "prediction_log": "logs/predictions.sqlite",
-                  "feedback_dir": "data/sources/feedback"}
+                  "feedback_dir": "data/sources/feedback",
+                  "prediction_log": "logs/predictions.sqlite", "log_retention_days": 90}
 FALLBACK_MONITOR = {  # params.yaml's `monitor`, likewise
     "since": "7d", "min_predictions": 30, "low_confidence": 0.5, "confidence_bins": 10,
     "alpha": 0.01, "thresholds": {"confidence_psi": 0.25, "low_confidence_rise": 0.10,
@@ -70,20 +70,28 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                        runtime=args.runtime)
 
 
-def serve_batching(args: argparse.Namespace, params_file: Path = PARAMS_FILE):
-    """``serve`` from ``params_file`` (FALLBACK_SERVE outside a project), flags overriding."""
+def _with_flags(settings, args: argparse.Namespace):
+    """``settings`` with the fields a ``serve`` flag of the same name set."""
     import dataclasses
 
-    import yaml
+    flags = {field.name: getattr(args, field.name) for field in dataclasses.fields(settings)
+             if getattr(args, field.name, None) is not None}
+    return dataclasses.replace(settings, **flags)
 
+
+def serve_batching(args: argparse.Namespace, params_file: Path = PARAMS_FILE):
+    """``serve`` from ``params_file`` (FALLBACK_SERVE outside a project), flags overriding."""
     from dogbreeds.serving.batching import BatchSettings
 
-    params = (yaml.safe_load(params_file.read_text(encoding="utf-8")) or {}
-              if params_file.is_file() else {"serve": FALLBACK_SERVE})
-    settings = BatchSettings.from_params(params)
-    flags = {name: getattr(args, name) for name in ("max_batch_size", "max_wait_ms")
-             if getattr(args, name) is not None}
-    return dataclasses.replace(settings, **flags).checked()
+    return _with_flags(BatchSettings.from_params(project_params(params_file)), args).checked()
+
+
+def serve_records(args: argparse.Namespace, params_file: Path = PARAMS_FILE):
+    """Where ``serve`` keeps its log and feedback: ``serve`` in ``params_file``, flags
+    overriding (FALLBACK_SERVE outside a project)."""
+    from dogbreeds.serving.records import RecordSettings
+
+    return _with_flags(RecordSettings.from_params(project_params(params_file)), args).checked()
 
 
 def project_params(params_file: Path = PARAMS_FILE) -> dict:
@@ -118,7 +126,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from dogbreeds.serving.web import serve
 
     serve(model_uri=args.model or default_model_uri(), host=args.host, port=args.port,
-          batching=serve_batching(args), runtime=args.runtime)
+          batching=serve_batching(args), runtime=args.runtime, records=serve_records(args),
+          with_feedback=not args.no_feedback)
     return 0
 
 
@@ -192,6 +201,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "never waits (default: serve.max_wait_ms in ./params.yaml)")
     p.add_argument("--runtime", choices=("pyfunc", "litert"), default="pyfunc",
                    help=RUNTIME_HELP)
+    p.add_argument("--no-feedback", action="store_true",
+                   help="hide the Correct / Wrong buttons and refuse POST /api/feedback")
+    p.add_argument("--feedback-dir", type=Path, metavar="DIR",
+                   help="where corrected photos are kept, <label>/<sha256>.<ext> "
+                        "(default: serve.feedback_dir in ./params.yaml)")
+    p.add_argument("--prediction-log", type=Path, metavar="FILE",
+                   help="SQLite file every answer is logged to "
+                        "(default: serve.prediction_log in ./params.yaml)")
+    p.add_argument("--log-retention-days", type=int, metavar="DAYS",
+                   help="delete logged answers older than this "
+                        "(default: serve.log_retention_days in ./params.yaml)")
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("export", help="export a registered version to LiteRT, stored with it "

@@ -1,5 +1,6 @@
 """The web demo in a real headless Chromium (Debian's /usr/bin/chromium via Playwright):
-upload a photo, read the breeds the page shows.
+upload a photo, read the breeds the page shows, say "Correct" or "Wrong → pick the breed" and
+find the judgement in the feedback folder.
 
 Set ``DOGBREEDS_SCREENSHOT=path.png`` to keep a screenshot of the page after an upload
 (the docs' picture is taken against the real model with ``scripts/screenshot.py``).
@@ -66,6 +67,7 @@ def test_upload_shows_the_ranked_breeds(page, server, tiny_registry):
     assert page.locator("#predictions li").first.get_attribute("data-breed") == "golden_retriever"
     assert page.locator("#status").inner_text().startswith("Most likely: Golden retriever")
     assert page.locator("#preview").is_visible()
+    assert not page.locator("#feedback").is_visible()  # this server keeps no feedback
     shot = os.environ.get("DOGBREEDS_SCREENSHOT")
     if shot:
         page.wait_for_timeout(600)  # bars' width transition
@@ -99,6 +101,75 @@ def test_screenshot_script(server, tiny_registry, tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+# ----- staff feedback: Correct / Wrong → pick the breed --------------------------------------
+
+@pytest.fixture(scope="module")
+def feedback_server(tiny_registry, tmp_path_factory):
+    from dogbreeds.data.feedback import FeedbackStore
+    from dogbreeds.serving.predlog import PredictionLog
+
+    root = tmp_path_factory.mktemp("feedback")
+    log = PredictionLog(root / "predictions.sqlite", retention_days=90)
+    store = FeedbackStore.open(root / "feedback")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", tiny_registry.tracking_uri)
+        with running_app(create_app("models:/dogbreeds@champion", refresh_seconds=None,
+                                    prediction_log=log, feedback_store=store)) as url:
+            yield url, store
+    log.close()
+
+
+def judged(store, photo: Path) -> dict:
+    from dogbreeds import hashing
+    from dogbreeds.data.feedback import read_corrections
+
+    rows = read_corrections(store.folder).set_index("image_sha256")
+    return rows.loc[hashing.digest(photo.read_bytes())].to_dict()
+
+
+def test_correct_and_wrong_then_pick_the_breed_are_stored(page, feedback_server, tiny_registry):
+    url, store = feedback_server
+    open_demo(page, url)
+    golden = tiny_registry.photos["golden_retriever"][0]
+    page.set_input_files("#file", str(golden))
+    page.wait_for_selector("#predictions li .name")
+    sync_api.expect(page.locator("#feedback")).to_be_visible()
+    assert not page.locator("#picker").is_visible()
+    page.click("#correct")
+    sync_api.expect(page.locator("#feedback-status")).to_have_text(
+        "Saved: Golden retriever. Thank you!")
+    row = judged(store, golden)
+    assert (row["label"], row["verdict"], row["answer_breed"], row["model_version"]) == (
+        "golden_retriever", "correct", "golden_retriever", "1")
+    assert (store.folder / "golden_retriever").is_dir()
+
+    papillon = tiny_registry.photos["papillon"][0]
+    page.set_input_files("#file", str(papillon))
+    sync_api.expect(page.locator("#predictions li").first).to_have_attribute("data-breed",
+                                                                              "papillon")
+    sync_api.expect(page.locator("#feedback-status")).to_have_text("")  # a new answer
+    page.click("#wrong")
+    options = page.locator("#breed-list button")
+    # every label but the answered breed: the other breeds, then "not a dog" and "mixed"
+    assert options.all_inner_texts() == ["Chihuahua", "Golden retriever", "Not a dog", "Mixed"]
+    page.fill("#breed-search", "chi")  # searchable
+    assert options.all_inner_texts() == ["Chihuahua"]
+    options.first.click()
+    sync_api.expect(page.locator("#feedback-status")).to_have_text("Saved: Chihuahua. Thank you!")
+    row = judged(store, papillon)
+    assert (row["label"], row["verdict"], row["answer_breed"]) == ("Chihuahua", "wrong",
+                                                                    "papillon")
+
+    page.click("#wrong")  # changing one's mind: the later label wins, the earlier is history
+    page.fill("#breed-search", "not a")
+    page.press("#breed-search", "Enter")
+    sync_api.expect(page.locator("#feedback-status")).to_have_text("Saved: Not a dog. Thank you!")
+    row = judged(store, papillon)
+    assert (row["label"], row["earlier_judgements"]) == ("not_a_dog", 1)
+    shown = [p.parent.name for p in store.folder.glob(f"*/{Path(row['file']).name}")]
+    assert shown == ["not_a_dog"]
+
+
 # ----- the three answers of a model with a trust bundle -------------------------------------
 
 @pytest.fixture(scope="module")
@@ -126,11 +197,28 @@ def test_the_page_says_sure_not_sure_or_not_a_known_breed(page, trusted, tmp_pat
 
     blank = tmp_path / "blank.png"
     Image.new("RGBA", (80, 60), (0, 0, 0, 0)).save(blank)   # fully transparent
+    from dogbreeds.data.feedback import FeedbackStore, read_corrections
+    from dogbreeds.serving.predlog import PredictionLog
+
+    log = PredictionLog(tmp_path / "predictions.sqlite", retention_days=90)
+    store = FeedbackStore.open(tmp_path / "feedback")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", trusted.tracking_uri)
-        with running_app(create_app(trusted.fitted, refresh_seconds=None)) as url:
+        with running_app(create_app(trusted.fitted, refresh_seconds=None, prediction_log=log,
+                                    feedback_store=store)) as url:
             sure = shown_answer(page, url, dog)
             unknown = shown_answer(page, url, blank)
+            # an `unknown` answer names no breed: nothing to confirm, only a label to pick
+            assert not page.locator("#correct").is_visible()
+            page.click("#wrong")
+            assert page.locator("#wrong").inner_text() == "Pick the right label"
+            page.locator("#breed-list button", has_text="Not a dog").click()
+            sync_api.expect(page.locator("#feedback-status")).to_have_text(
+                "Saved: Not a dog. Thank you!")
+        log.close()
+        (row,) = read_corrections(store.folder).to_dict("records")
+        assert (row["label"], row["answer_status"], row["answer_breed"]) == (
+            "not_a_dog", "unknown", None)
         with running_app(create_app(trusted.hesitant, refresh_seconds=None)) as url:
             unsure = shown_answer(page, url, dog)
     assert sure[0] == "ok" and sure[1].startswith("Most likely: Papillon (")

@@ -150,3 +150,127 @@ def test_download_killed_mid_file_resumes_from_the_part(big_archives, tmp_path):
     assert not part.exists()
     images = list((project / "data" / "raw" / "Images").rglob("*.jpg"))
     assert len(images) == big_archives.n_images
+
+
+# ------------------------------------------------------------------ web demo killed mid-traffic
+
+
+def start_demo(root: Path, tracking_uri: str, port: int) -> subprocess.Popen:
+    """`dogbreeds serve` (the real command) in ``root``, keeping its log and feedback there."""
+    return subprocess.Popen(
+        [str(Path(sys.executable).with_name("dogbreeds")), "serve", "--port", str(port),
+         "--prediction-log", "logs/predictions.sqlite", "--feedback-dir", "feedback",
+         "--max-wait-ms", "2"],
+        cwd=root, env=venv_env(MLFLOW_TRACKING_URI=tracking_uri), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def wait_for_demo(url: str, proc: subprocess.Popen) -> None:
+    import requests
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError("dogbreeds serve stopped:\n" + proc.stdout.read()[-3000:])
+        try:
+            return requests.get(url + "/api/health", timeout=2).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    wait_for(up, 180, "dogbreeds serve to answer", poll=0.25)
+
+
+def traffic(url: str, worker: int, stop, answered: list, judged: dict) -> None:
+    """Predict new photos and judge each (twice: correct, then a relabel) until ``stop``;
+    record what the server acknowledged."""
+    import requests
+
+    from dogbreeds import hashing
+    from support import tiny_models as tm
+
+    labels = ["mixed", "not_a_dog", "Chihuahua"]
+    for i in range(10_000):
+        if stop.is_set():
+            return
+        photo = tm.breed_jpeg("papillon", seed=worker * 100_000 + i, size=96)
+        try:
+            body = requests.post(url + "/api/predict", files={"file": ("d.jpg", photo)},
+                                 timeout=30).json()
+            answered.append(body["answer_id"])
+            for verdict, label in (("correct", None), ("wrong", labels[i % 3])):
+                reply = requests.post(url + "/api/feedback", files={"file": ("d.jpg", photo)},
+                                      data={"answer_id": body["answer_id"], "verdict": verdict,
+                                            "label": label or ""}, timeout=30)
+                reply.raise_for_status()
+                judged[hashing.digest(photo)] = reply.json()["label"]
+        except (requests.ConnectionError, requests.Timeout):
+            return  # the server is gone
+
+
+def test_demo_killed_mid_traffic_loses_no_acknowledged_answer_or_judgement(tiny_registry,
+                                                                          tmp_path):
+    """SIGKILL `dogbreeds serve` while 6 clients predict and judge: the log passes
+    PRAGMA integrity_check and holds every answer a client received; the feedback folder holds
+    no partial photo, every acknowledged judgement (the last per photo wins), and a restarted
+    server settles it and goes on appending to the same log."""
+    import sqlite3
+    import threading
+
+    import requests
+
+    from dogbreeds import hashing
+    from dogbreeds.data import feedback
+    from dogbreeds.serving import predlog
+    from support.servers import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_demo(tmp_path, tiny_registry.tracking_uri, port)
+    answered: list[str] = []
+    judged: dict[str, str] = {}
+    stop = threading.Event()
+    try:
+        wait_for_demo(url, proc)
+        clients = [threading.Thread(target=traffic, args=(url, n, stop, answered, judged))
+                   for n in range(6)]
+        for client in clients:
+            client.start()
+        wait_for(lambda: len(judged) >= 30, 180, "30 judged photos")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # mid-traffic: no shutdown handler runs
+        proc.communicate(timeout=30)
+        stop.set()
+    for client in clients:
+        client.join(timeout=60)
+
+    log_file = tmp_path / "logs" / "predictions.sqlite"
+    with sqlite3.connect(log_file) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    logged = predlog.read_predictions(log_file)
+    assert set(answered) <= set(logged["answer_id"])  # every answer received was logged
+    assert (logged["model_version"] == "1").all() and logged["image_sha256"].str.len().eq(64).all()
+
+    folder = tmp_path / "feedback"
+    for label in folder.iterdir():  # before any repair: whole photos only
+        if not label.name.startswith("."):
+            for photo in label.iterdir():
+                assert photo.name.startswith(hashing.file_sha256(photo)), f"half {photo}"
+    records = {r["image_sha256"]: r for r in feedback.read_records(folder)}
+    for sha, label in judged.items():  # acknowledged => recorded (a later one may follow)
+        record = records[sha]
+        assert label in [h["label"] for h in record["history"]] + [record["label"]]
+
+    proc = start_demo(tmp_path, tiny_registry.tracking_uri, port)
+    try:
+        wait_for_demo(url, proc)  # start-up settles the folder
+        for record in feedback.read_records(folder):
+            copies = [p.parent.name for p in folder.glob(f"*/{record['image_sha256']}.*")
+                      if not p.parent.name.startswith(".")]
+            assert copies == [record["label"]]
+        photo = tiny_registry.photos["papillon"][0].read_bytes()
+        body = requests.post(url + "/api/predict", files={"file": ("d.jpg", photo)},
+                             timeout=60).json()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert body["answer_id"] in set(predlog.read_predictions(log_file)["answer_id"])
+    assert len(predlog.read_predictions(log_file)) == len(logged) + 1

@@ -2,17 +2,16 @@
 carries a baseline (real MLflow SQLite registry), a prediction log (real SQLite) and a
 feedback folder of correction records.
 
-The log and the records are written in the layout the readers of contracts 1 and 2
-(:mod:`dogbreeds.serving.predlog`, :mod:`dogbreeds.data.feedback`) read: ONLY
-:func:`write_prediction_log` and :func:`write_corrections` know it.
+The log and the records are written by the server's own writers
+(:class:`dogbreeds.serving.predlog.PredictionLog`, :class:`dogbreeds.data.feedback.FeedbackStore`),
+through :func:`write_prediction_log` and :func:`write_corrections`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
-import sqlite3
+import io
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,8 +20,6 @@ import numpy as np
 import pandas as pd
 
 CLASSES = ["beagle", "golden_retriever", "kelpie", "papillon"]
-PREDICTION_COLUMNS = ["time", "model_uri", "model_version", "status", "breed", "probability",
-                      "novelty", "latency_ms", "image_sha256"]
 
 
 def answers(n: int, seed: int, *, confidence: tuple[float, float] = (9.0, 1.2),
@@ -79,47 +76,68 @@ def register_with_baseline(root: Path, name: str, baseline: pd.DataFrame | None,
     return str(version)
 
 
+def photo_bytes(tag: str) -> bytes:
+    """A small real PNG that differs for every ``tag`` (so its SHA-256 does too)."""
+    from PIL import Image
+
+    seed = int(hashlib.sha256(tag.encode()).hexdigest()[:8], 16)
+    pixels = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def log_rows(frame: pd.DataFrame, version: str, end: datetime, span: timedelta,
              name: str = "dogbreeds") -> list[dict]:
     """Prediction-log rows for the answers in ``frame``, spread evenly over ``span`` up to
-    ``end``, answered by ``version``."""
+    ``end``, answered by ``version``; each row's ``photo`` is the image it answered."""
+    from dogbreeds import hashing
+
     n = len(frame)
     rows = []
     for i, answer in enumerate(frame.to_dict("records")):
         time = end - span * (n - i) / (n + 1)
+        photo = photo_bytes(f"{version}-{time}-{i}")
         rows.append({"time": time, "model_uri": f"models:/{name}@champion",
                      "model_version": version, "status": answer["status"],
                      "breed": answer["breed"] if isinstance(answer["breed"], str) else None,
                      "probability": float(answer["probability"]),
                      "novelty": float(answer["novelty"]), "latency_ms": 20.0,
-                     "image_sha256": hashlib.sha256(f"{version}-{time}-{i}".encode()).hexdigest()})
+                     "image_sha256": hashing.digest(photo), "photo": photo})
     return rows
 
 
 def write_prediction_log(path: Path, rows: Iterable[Mapping]) -> Path:
-    """Append ``rows`` (contract 2's columns; ``time`` a tz-aware datetime) to the log."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.closing(sqlite3.connect(path)) as db, db:
-        db.execute(f"CREATE TABLE IF NOT EXISTS predictions ({', '.join(PREDICTION_COLUMNS)})")
-        db.executemany(
-            f"INSERT INTO predictions VALUES ({', '.join('?' * len(PREDICTION_COLUMNS))})",
-            [[row["time"].isoformat() if c == "time" else row[c] for c in PREDICTION_COLUMNS]
-             for row in rows])
+    """Append ``rows`` (contract 2's columns; ``time`` a tz-aware datetime) to the log, through
+    the server's own writer (:class:`dogbreeds.serving.predlog.PredictionLog`)."""
+    from dogbreeds.serving.predlog import Prediction, PredictionLog
+
+    log = PredictionLog(path, retention_days=3650)
+    try:
+        for i, row in enumerate(rows):
+            log.append(Prediction(
+                answer_id=f"{row['image_sha256'][:16]}-{i}", time=row["time"],
+                model_uri=row["model_uri"], model_version=row["model_version"],
+                status=row["status"], breed=row["breed"], probability=row["probability"],
+                novelty=row["novelty"], latency_ms=row["latency_ms"],
+                image_sha256=row["image_sha256"]))
+    finally:
+        log.close()
     return path
 
 
 def write_corrections(folder: Path, rows: Iterable[Mapping], verdicts: Iterable[str],
                       corrected_after: timedelta = timedelta(minutes=1)) -> None:
-    """One correction record per logged prediction in ``rows`` with its verdict
-    (``correct``: the staff confirmed the answer; ``wrong``: they picked another label)."""
-    records = folder / ".records"
-    records.mkdir(parents=True, exist_ok=True)
+    """Judge each logged prediction in ``rows`` through the feedback store the demo uses
+    (``correct``: the staff confirmed the answer; ``wrong``: they picked ``mixed``)."""
+    from dogbreeds.data.feedback import Answer, FeedbackStore
+
+    store = FeedbackStore.open(folder)
     for row, verdict in zip(rows, verdicts, strict=True):
         label = row["breed"] if verdict == "correct" else "mixed"
-        record = {"image_sha256": row["image_sha256"], "label": label, "verdict": verdict,
-                  "model_version": row["model_version"], "answer_status": row["status"],
-                  "answer_breed": row["breed"], "answer_probability": row["probability"],
-                  "answered_at": row["time"].isoformat(),
-                  "corrected_at": (row["time"] + corrected_after).isoformat()}
-        (records / f"{row['image_sha256']}.json").write_text(json.dumps(record),
-                                                             encoding="utf-8")
+        answer = Answer(model_uri=row["model_uri"], model_version=row["model_version"],
+                        status=row["status"], breed=row["breed"],
+                        probability=row["probability"], novelty=row["novelty"],
+                        answered_at=row["time"])
+        store.save(row["photo"], "PNG", label, verdict, answer,
+                   now=row["time"] + corrected_after)

@@ -107,3 +107,24 @@ def test_monitor_reads_its_defaults_from_params(tmp_path, monkeypatch, capsys):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     assert cli.main(["monitor"]) == 2
     assert "monitor.min_predictions: expected an integer" in capsys.readouterr().err
+
+
+def test_serve_records_come_from_params_and_flags_override(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)
+    parser = cli.build_parser()
+    settings = cli.serve_records(parser.parse_args(["serve"]))  # outside a project: fallback
+    assert (settings.feedback_dir, settings.prediction_log, settings.log_retention_days) == (
+        Path("data/sources/feedback"), Path("logs/predictions.sqlite"), 90)
+    params = repo_params("serve.log_retention_days", 30)
+    params["serve"]["feedback_dir"] = "shelter/feedback"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    args = parser.parse_args(["serve", "--prediction-log", "elsewhere.sqlite"])
+    settings = cli.serve_records(args)
+    assert (settings.feedback_dir, settings.prediction_log, settings.log_retention_days) == (
+        Path("shelter/feedback"), Path("elsewhere.sqlite"), 30)
+    assert args.no_feedback is False
+    assert parser.parse_args(["serve", "--no-feedback"]).no_feedback is True
+    with pytest.raises(SettingsError, match="serve.log_retention_days must be at least 1"):
+        cli.serve_records(parser.parse_args(["serve", "--log-retention-days", "0"]))

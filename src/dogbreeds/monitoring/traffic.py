@@ -137,7 +137,7 @@ def read_feedback(feedback_dir: Path | None) -> pd.DataFrame:
     Raises:
         MonitorInputError: the folder cannot be read.
     """
-    from dogbreeds.data.feedback import read_corrections
+    from dogbreeds.data.feedback import FeedbackError, read_corrections
 
     if feedback_dir is None or not Path(feedback_dir).is_dir():
         return pd.DataFrame({
@@ -145,7 +145,7 @@ def read_feedback(feedback_dir: Path | None) -> pd.DataFrame:
             "answered_at": pd.Series(dtype="datetime64[ns, UTC]")})
     try:
         return read_corrections(Path(feedback_dir))
-    except (OSError, ValueError, KeyError) as exc:
+    except (FeedbackError, OSError, ValueError, KeyError) as exc:
         raise MonitorInputError(f"cannot read the corrections in {feedback_dir}: "
                                 f"{type(exc).__name__}: {exc}") from None
 

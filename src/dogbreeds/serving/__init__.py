@@ -5,4 +5,4 @@ so a stage depends only on the modules it uses.
 """
 
 __all__ = ["answers", "batching", "forward", "holder", "inputs", "predict", "predlog", "pyfunc",
-           "runtimes", "uploads", "web"]
+           "records", "runtimes", "uploads", "web"]

@@ -95,6 +95,17 @@ async def read_upload(request: Request, max_bytes: int = MAX_UPLOAD_BYTES) -> by
     Raises:
         ApiError: 413 beyond ``max_bytes`` (checked while reading), 400 for a malformed form.
     """
+    data, _ = await read_upload_form(request, max_bytes)
+    return data
+
+
+async def read_upload_form(request: Request, max_bytes: int = MAX_UPLOAD_BYTES
+                           ) -> tuple[bytes, dict[str, str]]:
+    """:func:`read_upload`, and the form's text fields (none for a raw body).
+
+    Raises:
+        ApiError: 413 beyond ``max_bytes`` (checked while reading), 400 for a malformed form.
+    """
     multipart = request.headers.get("content-type", "").startswith("multipart/form-data")
     limit = max_bytes + (MULTIPART_SLACK if multipart else 0)
     length = request.headers.get("content-length", "")
@@ -104,7 +115,7 @@ async def read_upload(request: Request, max_bytes: int = MAX_UPLOAD_BYTES) -> by
         raise too_large(max_bytes)
     body = _capped(request.stream(), limit, max_bytes)
     if not multipart:
-        return b"".join([chunk async for chunk in body])
+        return b"".join([chunk async for chunk in body]), {}
 
     parser = MultiPartParser(request.headers, body, max_files=1, max_fields=10)
     try:
@@ -113,6 +124,7 @@ async def read_upload(request: Request, max_bytes: int = MAX_UPLOAD_BYTES) -> by
         raise ApiError(400, f"malformed upload: {exc}") from exc
     try:
         files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
+        fields = {key: value for key, value in form.multi_items() if isinstance(value, str)}
         if not files:
             raise ApiError(400, "no file in the form: send the photo in a field named 'file'")
         data = await files[0].read(max_bytes + 1)
@@ -120,4 +132,4 @@ async def read_upload(request: Request, max_bytes: int = MAX_UPLOAD_BYTES) -> by
         await form.close()
     if len(data) > max_bytes:
         raise too_large(max_bytes)
-    return data
+    return data, fields

@@ -10,7 +10,17 @@ One FastAPI app (:func:`create_app`) with:
   ``answer`` is the model's ok / unsure / unknown verdict and the sentence the page shows,
   the same as ``dogbreeds predict`` prints);
 - ``GET /api/health``: whether the model is loaded, and which one;
-- ``POST /api/reload``: load the model again now (e.g. after ``dogbreeds promote``).
+- ``POST /api/reload``: load the model again now (e.g. after ``dogbreeds promote``);
+- ``POST /api/feedback``: staff say an answer was correct, or wrong and what the photo shows
+  (multipart: the photo as ``file``, ``answer_id``, ``verdict`` = correct|wrong, ``label``);
+  ``GET /api/feedback`` tells the page whether it is on and which labels it takes.
+
+**What is kept** (:func:`serve`; a library caller passes them to :func:`create_app`): every
+answer goes to the prediction log (:mod:`dogbreeds.serving.predlog`) under a random
+``answer_id``, returned with the answer. A judgement names that ``answer_id`` and re-sends the
+photo: the server takes the model version and the answer from its own log (a client cannot
+claim another), checks that the photo is the one answered (same SHA-256, so it also passed the
+decoder then) and stores it in the feedback folder (:mod:`dogbreeds.data.feedback`).
 
 **Picking up a new champion** is the model holder's job (:mod:`dogbreeds.serving.holder`): an
 alias URI is re-resolved by requests every ``refresh_seconds`` (30 s by default) and a moved
@@ -34,6 +44,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+import time
 from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
@@ -42,18 +53,22 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from dogbreeds.data import photos
-from dogbreeds.serving.answers import labelled_answer
+from dogbreeds import hashing
+from dogbreeds.data import feedback, photos
+from dogbreeds.serving.answers import display_name, labelled_answer
 from dogbreeds.serving.batching import Batcher, BatchSettings
 from dogbreeds.serving.holder import DEFAULT_TOP_K, REFRESH_SECONDS, ModelHolder, labelled
 from dogbreeds.serving.predict import ModelLoadError, decode_error, plain_answer
+from dogbreeds.serving.predlog import PredictionLog, PredictionLogError
 from dogbreeds.serving.pyfunc import answer_rows
+from dogbreeds.serving.records import RecordSettings, judged_answer, log_answer, open_records
 from dogbreeds.serving.uploads import (
     MAX_PIXELS,
     MAX_UPLOAD_BYTES,
     ApiError,
     check_image_header,
     read_upload,
+    read_upload_form,
 )
 
 log = logging.getLogger(__name__)
@@ -61,6 +76,7 @@ log = logging.getLogger(__name__)
 MAX_TOP_K = 20
 # Without settings (a library caller, the tests): one photo per model call, no waiting.
 UNBATCHED = BatchSettings(max_batch_size=1, max_wait_ms=0.0)
+FEEDBACK_OFF = "feedback is turned off on this server (dogbreeds serve --no-feedback)"
 
 
 # The file picker's filter: MIME types and extensions of what the decoder reads.
@@ -81,13 +97,21 @@ def index_html(max_upload_bytes: int = MAX_UPLOAD_BYTES) -> str:
 def create_app(model_uri: str | None = None, *, holder: ModelHolder | None = None,
                refresh_seconds: float | None = REFRESH_SECONDS,
                max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS,
-               batching: BatchSettings = UNBATCHED) -> FastAPI:
+               batching: BatchSettings = UNBATCHED, prediction_log: PredictionLog | None = None,
+               feedback_store: feedback.FeedbackStore | None = None) -> FastAPI:
     """The web app serving ``model_uri`` (or an existing ``holder``; loaded at start-up);
-    ``batching`` bounds its dynamic batches (``serve`` in params.yaml for ``dogbreeds serve``)."""
+    ``batching`` bounds its dynamic batches (``serve`` in params.yaml for ``dogbreeds serve``).
+
+    Answers go to ``prediction_log`` when given; judgements to ``feedback_store`` (opened with
+    :meth:`~dogbreeds.data.feedback.FeedbackStore.open`; it needs the log), else feedback is
+    off. The caller closes the log.
+    """
     if holder is None:
         if model_uri is None:
             raise ValueError("create_app needs a model_uri or a holder")
         holder = ModelHolder(model_uri, refresh_seconds=refresh_seconds)
+    if feedback_store is not None and prediction_log is None:
+        raise ValueError("feedback needs the prediction log: it holds the answers judged")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -113,7 +137,9 @@ def create_app(model_uri: str | None = None, *, holder: ModelHolder | None = Non
     @app.get("/api/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok" if holder.loaded else "no model", "model_loaded": holder.loaded,
-                "model": holder.info, "runtime": holder.runtime, "batching": batcher.stats()}
+                "model": holder.info, "runtime": holder.runtime, "batching": batcher.stats(),
+                "prediction_log": prediction_log.stats() if prediction_log else None,
+                "feedback": feedback_store is not None}
 
     @app.post("/api/reload")
     async def reload() -> JSONResponse:
@@ -126,24 +152,69 @@ def create_app(model_uri: str | None = None, *, holder: ModelHolder | None = Non
 
     @app.post("/api/predict")
     async def predict(request: Request, top_k: int = DEFAULT_TOP_K) -> dict[str, Any]:
+        started = time.perf_counter()
         if not 1 <= top_k <= MAX_TOP_K:
             raise ApiError(400, f"top_k must be between 1 and {MAX_TOP_K}")
         data = await read_upload(request, max_upload_bytes)
         fmt, width, height = check_image_header(data, max_pixels)
         scorer, info = await run_in_threadpool(holder.scorer)
         with batcher.ticket() as ticket:
-            try:
-                (pixels,) = await run_in_threadpool(scorer.preprocess, [data])
+            try:  # hashed for the log in the same trip to the thread pool
+                (pixels,), sha = await run_in_threadpool(decode_and_hash, scorer, data,
+                                                         prediction_log is not None)
             except ValueError as exc:
                 raise ApiError(400, f"could not decode the image: {decode_error(exc)}") from exc
             answer = ticket.submit(scorer, pixels)
         row = await asyncio.wrap_future(answer)
         (said,) = answer_rows(scorer, row[None, :], top_k).to_dict("records")
-        return {"predictions": labelled(said["top_k"]),
-                "answer": labelled_answer(plain_answer(said)), "model": info,
-                "image": {"format": fmt, "width": width, "height": height}}
+        plain = plain_answer(said)
+        body = {"predictions": labelled(said["top_k"]), "answer": labelled_answer(plain),
+                "model": info, "image": {"format": fmt, "width": width, "height": height}}
+        if prediction_log is not None:
+            latency_ms = 1000 * (time.perf_counter() - started)
+            body["answer_id"] = await log_answer(prediction_log, sha, plain, info, latency_ms)
+        return body
+
+    @app.get("/api/feedback")
+    async def feedback_options() -> dict[str, Any]:
+        if feedback_store is None:
+            return {"enabled": False, "labels": [], "message": FEEDBACK_OFF}
+        scorer, _ = await run_in_threadpool(holder.scorer)
+        return {"enabled": True, "labels": [{"label": label, "name": display_name(label)}
+                                            for label in feedback.known_labels(scorer.classes)]}
+
+    @app.post("/api/feedback")
+    async def judge(request: Request) -> dict[str, Any]:
+        if feedback_store is None or prediction_log is None:
+            raise ApiError(403, FEEDBACK_OFF)
+        data, fields = await read_upload_form(request, max_upload_bytes)
+        fmt, _, _ = check_image_header(data, max_pixels)
+        answer = await run_in_threadpool(judged_answer, prediction_log, data,
+                                         fields.get("answer_id", ""))
+        scorer, _ = await run_in_threadpool(holder.scorer)
+        try:
+            label = feedback.resolve_label(fields.get("verdict", ""), fields.get("label"),
+                                           answer, scorer.classes)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from exc
+        try:
+            record = await run_in_threadpool(feedback_store.save, data, fmt, label,
+                                             fields["verdict"], answer)
+        except (OSError, feedback.FeedbackError) as exc:
+            log.exception("could not save feedback on answer %s", fields.get("answer_id"))
+            raise ApiError(503, "could not save the feedback: the server's log says why") \
+                from exc
+        earlier = record["history"][-1]["label"] if record["history"] else None
+        return {"saved": True, "image_sha256": record["image_sha256"], "label": label,
+                "name": display_name(label), "verdict": record["verdict"],
+                "previous_label": earlier, "corrected_at": record["corrected_at"]}
 
     return app
+
+
+def decode_and_hash(scorer: Any, data: bytes, hashed: bool) -> tuple[Any, str | None]:
+    """The model input of one upload, and (``hashed``) its SHA-256 for the prediction log."""
+    return scorer.preprocess([data]), hashing.digest(data) if hashed else None
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:
@@ -165,22 +236,37 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
 
 def serve(model_uri: str, host: str = "127.0.0.1", port: int = 8000, *,
           refresh_seconds: float | None = REFRESH_SECONDS,
-          batching: BatchSettings = UNBATCHED, runtime: str = "pyfunc") -> None:
-    """Load the model, then serve the demo with uvicorn until interrupted.
+          batching: BatchSettings = UNBATCHED, runtime: str = "pyfunc",
+          records: RecordSettings | None = None, with_feedback: bool = True) -> None:
+    """Open the prediction log and feedback folder (``records``; none without), load the
+    model, then serve the demo with uvicorn until interrupted.
 
-    Exits with status 2 and a clear message when the model cannot be loaded.
+    Exits with status 2 and a clear message when the log or the feedback folder cannot be
+    written (checked before anything else) or the model cannot be loaded.
     """
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     limit_malloc_arenas()
-    holder = ModelHolder(model_uri, refresh_seconds=refresh_seconds, runtime=runtime)
+    prediction_log, store = None, None
     try:
+        if records is not None:
+            prediction_log, store = open_records(records, with_feedback)
+        holder = ModelHolder(model_uri, refresh_seconds=refresh_seconds, runtime=runtime)
         info = holder.load()
-    except ModelLoadError as exc:
+    except (ModelLoadError, PredictionLogError, feedback.FeedbackError) as exc:
         print(f"dogbreeds serve: {exc}", file=sys.stderr)
+        if prediction_log is not None:
+            prediction_log.close()
         raise SystemExit(2) from None
+    kept = (f"; answers logged to {prediction_log.path}, feedback "
+            f"{f'saved in {store.folder}' if store else 'off'}" if prediction_log else "")
     print(f"dogbreeds serve: model {info}; batches of up to {batching.max_batch_size} photos "
-          f"(waiting at most {batching.max_wait_ms:g} ms); open http://{host}:{port}/",
+          f"(waiting at most {batching.max_wait_ms:g} ms){kept}; open http://{host}:{port}/",
           flush=True)
-    uvicorn.run(create_app(holder=holder, batching=batching), host=host, port=port)
+    try:
+        uvicorn.run(create_app(holder=holder, batching=batching, prediction_log=prediction_log,
+                               feedback_store=store), host=host, port=port)
+    finally:
+        if prediction_log is not None:
+            prediction_log.close()
