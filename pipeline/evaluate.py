@@ -3,8 +3,10 @@
 Outputs (under ``evaluate.output``): ``models/<name>/`` per-model reports, ``plots/`` (DVC
 confusion plots: ``<name>.csv`` actual/predicted + ``<name>.png``), ``comparison.csv``,
 ``comparison.md`` and ``metrics.json`` (per-model numbers, the selected model, the promotion
-decision). The selected model (best *validation* metric) is registered in MLflow; the
-``champion`` alias moves only if it beats the champion on the same test data.
+decision). Accuracy is reported overall and per source (``stanford`` and each local folder
+of ``data.sources``). The selected model (best *validation* metric) is registered in MLflow;
+the ``champion`` alias moves only if it beats the champion on the same judging photos (the
+gate, ``evaluate.gate_source``: :mod:`dogbreeds.models.gate`).
 
 Every model also gets its trust bundle (params ``evaluate.trust``; fitted on validation:
 temperature, conformal candidate sets, novelty threshold) with NLL/ECE before and after,
@@ -25,7 +27,7 @@ import mlflow
 
 from dogbreeds.data import tables
 from dogbreeds.jsonfile import write_json
-from dogbreeds.models import baseline, comparison, evaluation, trust, trust_report
+from dogbreeds.models import baseline, comparison, evaluation, gate, trust, trust_report
 from dogbreeds.tracking import lineage, registry, store
 from pipeline.common import load_params, project_root
 
@@ -50,6 +52,10 @@ def main() -> None:
     out = root / settings.output
     table = tables.read_stage_table(params, root, "augment")
     test_df = evaluation.test_frame(table)
+    judge = gate.choose_gate(test_df, settings.gate_source, settings.gate_min_photos)
+    judge_info = judge.as_dict(test_df)
+    print(f"the champion is judged on {judge.name}'s {judge_info['photos']} test photos "
+          f"({judge.reason})")
     trust_inputs = trust_report.inputs_for(table, trust.TrustSettings.from_params(params))
     models = evaluation.find_models(model_dirs(params, root))
     if not models:
@@ -63,9 +69,13 @@ def main() -> None:
         results = evaluation.evaluate_all(
             models, test_df, settings.batch_size, out, root, stage_tags,
             on_result=lambda result: print(evaluation.result_line(result)),
-            trust_inputs=trust_inputs)
+            trust_inputs=trust_inputs, gate=judge)
         rows = comparison.comparison_rows(models, results)
-        comparison.write_comparison(rows, out)
+        comparison.write_comparison(
+            rows, out, gate_note=f"The champion is judged on `gate_accuracy`: {judge.name}'s "
+                                 f"{judge_info['photos']} test photos ({judge.reason}).")
+        mlflow.set_tag("dogbreeds.gate_source", judge.name)
+        mlflow.log_metric("gate_photos", judge_info["photos"])
 
         selection = comparison.select(models, rows, settings.select_metric)
         comparison.record_selection(selection)
@@ -82,9 +92,10 @@ def main() -> None:
             selection.model.model_file, selection.model.card,
             comparison.flat_metrics(selection.row), registry_settings,
             test_df=test_df, root=root, extra_tags=trace,
-            trust_dir=selected.trust_dir)
+            trust_dir=selected.trust_dir, gate=judge)
 
-        write_json(out / "metrics.json", comparison.summary(rows, selection, decision.as_dict()))
+        write_json(out / "metrics.json",
+                   comparison.summary(rows, selection, decision.as_dict(), judge_info))
         mlflow.log_artifact(str(out / "metrics.json"))
     print(f"registered {decision.model_name} version {decision.version} as {decision.alias}: "
           f"{decision.reason}")

@@ -27,10 +27,13 @@ def make_stage_project(root: Path) -> None:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["train_transfer"]["backbones"] = ["mobilenetv2"]
     params["registry"]["model_name"] = "dogs-e2e"
+    params["evaluate"]["gate_min_photos"] = 5
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     df = tm.write_dataset(root, per_breed=9)
     # 3 photos per breed each for train, val and test (the trust bundle fits on train + val).
     df["split"] = [("train", "val", "test")[i % 3] for i in range(len(df))]
+    # 5 of the 9 test photos come from a local source: enough (gate_min_photos) to judge.
+    df.loc[df.index[df["split"] == "test"][::2], "source"] = "shelter"
     out = root / params["augment"]["output"]
     out.mkdir(parents=True)
     df.to_parquet(out / "dataset.parquet")
@@ -67,7 +70,18 @@ def test_evaluate_stage_reports_compares_and_registers(tmp_path):
     assert set(comparison.COMPARISON_COLUMNS) <= set(table.columns)
     assert (table["latency_ms"] > 0).all()
     assert "| mobilenetv2 |" in (reports / "comparison.md").read_text()
+    # Accuracy per source beside the overall figure; the shelter's photos judged.
+    assert {"test_accuracy.shelter", "test_accuracy.stanford", "gate_accuracy"} <= \
+        set(table.columns)
+    assert (table["test_accuracy.shelter"] == 1.0).all() and (table["gate_accuracy"] == 1.0).all()
+    per_model = json.loads((reports / "models" / "scratch" / "metrics.json").read_text())
+    assert (per_model["n_images.shelter"], per_model["n_images.stanford"]) == (5, 4)
+    assert "judged on `gate_accuracy`: shelter's 5 test photos" in \
+        (reports / "comparison.md").read_text()
+    assert "the champion is judged on shelter's 5 test photos" in first.stdout
     metrics = json.loads((reports / "metrics.json").read_text())
+    assert metrics["gate"]["source"] == "shelter" and metrics["gate"]["photos"] == 5
+    assert metrics["registry"]["gate_source"] == "shelter"
     assert metrics["selected"]["model"] == "mobilenetv2"  # best val_accuracy
     assert metrics["registry"]["alias"] == "champion" and metrics["registry"]["version"] == "1"
     assert metrics["models"]["scratch"]["test_accuracy"] == 1.0
@@ -95,7 +109,12 @@ def test_evaluate_stage_reports_compares_and_registers(tmp_path):
                                   f"tags.`mlflow.parentRunId` = '{stage[0].info.run_id}'")
     assert {r.data.tags["dogbreeds.training_run_id"] for r in children} == {"run-s", "run-m"}
     assert all("test_ece_calibrated" in r.data.metrics for r in children)
+    assert stage[0].data.tags["dogbreeds.gate_source"] == "shelter"
+    assert all(r.data.metrics["test_accuracy.shelter"] == 1.0 for r in children)
     version = client.get_model_version("dogs-e2e", "1")
+    assert (version.tags["gate_source"], version.tags["gate_photos"]) == ("shelter", "5")
+    assert float(version.tags["gate_accuracy"]) == 1.0
+    assert float(version.tags["test_accuracy.stanford"]) == 1.0
     for tag in ("temperature", "test_ece_calibrated", "test_coverage", "conformal_threshold",
                 "novelty_threshold", "coverage_target"):
         assert tag in version.tags, tag

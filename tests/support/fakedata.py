@@ -105,6 +105,26 @@ def make_tree(root: Path, breeds: dict[str, str] | None = None, per_breed: int =
     return files
 
 
+def make_source(folder: Path, counts: dict[str, int], size: int = 48,
+                seed: int = 1) -> list[Path]:
+    """A local photo source (``data.sources``): ``<folder>/<label>/<label>_<n>.jpg``.
+
+    A label that is a breed of :data:`BREEDS` gets that breed's hue and stripes (the same
+    learnable toy task); any other label (``mixed``, ``not_a_dog``) a class of its own.
+    """
+    rng = np.random.default_rng(seed)
+    names = list(BREEDS.values())
+    written = []
+    for label, n in counts.items():
+        index = names.index(label) if label in names else len(names) + len(label)
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            path = folder / label / f"{label}_{i}.jpg"
+            path.write_bytes(jpeg_bytes(breed_image(index, rng, size)))
+            written.append(path)
+    return written
+
+
 def _mat_bytes(files: list[str], labels: list[int]) -> bytes:
     buf = io.BytesIO()
     # Same structure as the official lists: (N, 1) cells, each a 1-element string array.
@@ -176,7 +196,8 @@ def dataset_frame(root: Path, files: dict[str, list[str]], val: int = 2, test: i
                      else "val" if i >= len(paths) - test - val else "train")
             path = f"Images/{rel}"
             rows.append({"path": path, "breed": breed, "wnid": wnid, "folder": folder,
-                         "split": split, "fold": -1, "origin": "original", "source": path,
+                         "split": split, "fold": -1, "origin": "original", "source": "stanford",
+                         "original_path": path,
                          "status": "ok"})
     return pd.DataFrame(rows)
 

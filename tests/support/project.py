@@ -20,13 +20,17 @@ GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
 
 
 def make_project(dest: Path) -> Path:
-    """A fresh git repo holding the pipeline (code, dvc.yaml, params, profiles), for DVC tests."""
+    """A fresh git repo holding the pipeline (code, dvc.yaml, params, profiles, the empty
+    local source folders as a clone has them), for DVC tests."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("dvc.yaml", "params.yaml", ".gitignore"):
         shutil.copy2(REPO / name, dest / name)
     for name in ("pipeline", "src", "profiles"):
         shutil.copytree(REPO / name, dest / name,
                         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for keep in (REPO / "data" / "sources").rglob(".gitkeep"):  # the empty source folders
+        (dest / keep.relative_to(REPO)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(keep, dest / keep.relative_to(REPO))
     env = {**os.environ, **GIT_ENV}
     for cmd in (["git", "init", "-q"], [dvc_bin(), "init", "-q"],
                 [dvc_bin(), "config", "core.analytics", "false"],

@@ -96,5 +96,6 @@ def write_dataset(root: Path, per_breed: int = 4) -> pd.DataFrame:
         breed = folder.split("-", 1)[1]
         for p in paths:
             rows.append({"path": f"data/raw/Images/{p}", "breed": breed, "split": "test",
-                         "origin": "original", "source": f"data/raw/Images/{p}"})
+                         "origin": "original", "source": "stanford",
+                         "original_path": f"data/raw/Images/{p}"})
     return pd.DataFrame(rows)

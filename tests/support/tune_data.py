@@ -25,7 +25,7 @@ def dataset_table(root: Path) -> pd.DataFrame:
             path = f"data/raw/Images/{name}"
             rows.append({"path": path, "breed": breed, "folder": folder,
                          "wnid": folder.split("-", 1)[0], "status": "ok", "origin": "original",
-                         "source": path,
+                         "source": "stanford", "original_path": path,
                          "split": "train" if i < TRAIN_PER_BREED else "val", "fold": -1})
     return pd.DataFrame(rows)
 

@@ -5,4 +5,4 @@ so a stage depends only on the modules it uses.
 """
 
 __all__ = ["augment", "convert", "datasets", "download", "extract", "feedback", "fetch", "metadata",
-           "photos", "preprocess", "split", "tables", "verify"]
+           "photos", "preprocess", "sources", "split", "tables", "verify"]

@@ -204,7 +204,7 @@ def _augment_one(row: Mapping[str, Any], root: Path, out_rel: Path,
         rows.append({**row, "path": rel.as_posix(), "width": augmented.shape[1],
                      "height": augmented.shape[0], "channels": 3, "format": "JPEG",
                      "bytes": size, "boxes": [], "n_boxes": 0, "status": "ok", "reason": "",
-                     "origin": "augmented", "split": "train", "source": row["path"]})
+                     "origin": "augmented", "split": "train", "original_path": row["path"]})
     return rows
 
 
@@ -222,7 +222,7 @@ def augment_split(df: pd.DataFrame, project_root: Path, out_dir: Path,
 
     Returns:
         One row per written file (the source row's columns; ``origin="augmented"``,
-        ``source`` = the original's path, ``fold`` = the original's fold), sorted by path.
+        ``original_path`` = the original's path, ``fold`` = the original's fold), sorted by path.
     """
     root = Path(project_root)
     out_rel = (root / out_dir).relative_to(root)
@@ -254,14 +254,14 @@ def summarize(dataset: pd.DataFrame) -> dict[str, Any]:
 def preview(augmented: pd.DataFrame, project_root: Path, count: int,
             seed: int) -> tuple[list[np.ndarray], list[list[np.ndarray]], list[str]]:
     """A few originals (RGB) with their written copies, chosen with ``seed``, for a figure."""
-    sources = sorted(augmented["source"].unique())
+    sources = sorted(augmented["original_path"].unique())
     chosen = np.random.default_rng(seed).choice(len(sources), size=min(count, len(sources)),
                                                 replace=False) if sources else []
     originals, copies, labels = [], [], []
     for index in sorted(chosen):
         source = sources[index]
         originals.append(_rgb(read_image(Path(project_root) / source)))
-        paths = augmented.loc[augmented["source"] == source].sort_values("path")
+        paths = augmented.loc[augmented["original_path"] == source].sort_values("path")
         copies.append([_rgb(read_image(Path(project_root) / p)) for p in paths["path"]])
         labels.append(str(paths["breed"].iloc[0]))
     return originals, copies, labels

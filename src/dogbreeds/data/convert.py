@@ -42,9 +42,11 @@ def convert_to_rgb_jpeg(source: Path, dest: Path, quality: int = 95) -> tuple[in
 def convert_images(df: pd.DataFrame, project_root: Path, out_dir: Path) -> pd.DataFrame:
     """Write an RGB JPEG for every ``needs_conversion`` row and point the row at it.
 
-    The copy goes to ``out_dir/<folder>/<stem>.jpg``; the row becomes ``converted`` with
-    ``path`` = the copy, ``source`` = the raw file and ``reason`` = "converted from ...".
-    A file that fails to decode becomes ``unreadable`` instead (never raises).
+    The copy goes to ``out_dir/<folder>/<stem>.jpg`` (``<name>.jpg`` when another file of
+    the folder with the same stem already took that name: ``dog.png`` and ``dog.webp``); the
+    row becomes ``converted`` with ``path`` = the copy, ``original_path`` = the raw file and
+    ``reason`` = "converted from ...". A file that fails to decode becomes ``unreadable``
+    instead (never raises).
 
     Args:
         df: Output of :func:`build_metadata` (paths relative to ``project_root``).
@@ -54,13 +56,18 @@ def convert_images(df: pd.DataFrame, project_root: Path, out_dir: Path) -> pd.Da
     df = df.copy()
     root = Path(project_root)
     out_rel = (root / out_dir).relative_to(root)
+    taken: set[Path] = set()
     for index in df.index[df["status"] == NEEDS_CONVERSION]:
         row = df.loc[index]
-        dest_rel = out_rel / row["folder"] / f"{Path(row['source']).stem}.jpg"
+        original = Path(row["original_path"])
+        dest_rel = out_rel / row["folder"] / f"{original.stem}.jpg"
+        if dest_rel in taken:
+            dest_rel = dest_rel.with_name(f"{original.name}.jpg")
+        taken.add(dest_rel)
         try:
-            width, height, size = convert_to_rgb_jpeg(root / row["source"], root / dest_rel)
+            width, height, size = convert_to_rgb_jpeg(root / original, root / dest_rel)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            failure = exception_text(exc, root / row["source"])
+            failure = exception_text(exc, root / original)
             df.loc[index, ["status", "reason"]] = [
                 UNREADABLE, f"{row['reason']}: decode failed: {failure}"]
             continue

@@ -28,7 +28,7 @@ from typing import Any
 from dogbreeds.data.extract import clean_stale_extractions, extract_archive, target_folder
 from dogbreeds.data.fetch import (
     FetchOptions,
-    NotFoundError,
+    UnavailableError,
     candidate_urls,
     fetch_first,
 )
@@ -41,7 +41,6 @@ from dogbreeds.data.verify import (
     verify,
     write_sidecar,
 )
-
 from dogbreeds.settings import SettingsError, from_section, section, value
 
 log = logging.getLogger(__name__)
@@ -159,8 +158,10 @@ def download_dataset(base_urls: Sequence[str], archives: Sequence[str], cache_di
 
     Every archive is fetched and verified before anything is extracted, so a fatal error
     leaves ``raw_dir`` as it was. An optional archive (not in :data:`REQUIRED_ARCHIVES`)
-    that every URL reports as not found is reported as missing, and a stale folder of it
-    from an earlier run is removed; anything else that stops an archive is fatal.
+    that the configured sources lack (every URL answers not found, or has a host name that
+    does not resolve: ``file://`` sample + an unreachable default mirror) is reported as
+    missing, and a stale folder of it from an earlier run is removed; anything else that
+    stops an archive (403, timeouts, a wrong checksum) is fatal.
 
     Args:
         base_urls: Folders holding the archives, tried in order (base URL, then mirrors).
@@ -174,7 +175,7 @@ def download_dataset(base_urls: Sequence[str], archives: Sequence[str], cache_di
         ``missing`` (names), and ``stats`` (timings and cache use, which vary run to run).
 
     Raises:
-        NotFoundError: a required archive is not found at any URL.
+        NotFoundError, UnavailableError: a required archive is not available from any URL.
         DownloadError: an archive could not be fetched (403, unreachable...).
         ChecksumError: an archive is not the expected one (it is moved to ``<name>.bad``).
         UnsafeArchiveError: an archive holds a member that would escape ``raw_dir``.
@@ -191,9 +192,9 @@ def download_dataset(base_urls: Sequence[str], archives: Sequence[str], cache_di
             paths[name], results[name] = obtain_archive(
                 name, urls, cache_dir, sha256=checksums.get(name), verify_files=verify,
                 options=options)
-        except NotFoundError as exc:
+        except UnavailableError as exc:
             if name in REQUIRED_ARCHIVES:
-                raise NotFoundError(f"required archive {exc}") from exc
+                raise type(exc)(f"required archive {exc}") from exc
             log.warning("optional archive %s is missing (continuing without it): %s", name, exc)
             results[name] = ArchiveResult(name=name, required=False, errors=[str(exc)])
     download_seconds = time.perf_counter() - started

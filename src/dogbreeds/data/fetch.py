@@ -2,7 +2,8 @@
 
 A download goes to ``<dest>.part`` and is renamed to ``dest`` only when complete. Over
 HTTP(S) each attempt asks for the bytes after the part (``Range``); connection errors,
-timeouts, truncated bodies and 5xx answers are retried, each attempt resuming. ``file://``
+timeouts, truncated bodies and 5xx answers are retried, each attempt resuming. A host name
+that does not resolve (DNS) fails the URL at once: no retry would make it resolve. ``file://``
 URLs and plain paths are copied, also resuming from the part.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import sys
 import time
 import urllib.parse
@@ -22,6 +24,7 @@ from pathlib import Path, PurePosixPath
 
 import requests
 from tqdm import tqdm
+from urllib3.exceptions import NameResolutionError
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +38,16 @@ class DownloadError(RuntimeError):
     """An archive could not be fetched."""
 
 
-class NotFoundError(DownloadError):
+class UnavailableError(DownloadError):
+    """No URL has the file: each said it does not exist, or its host name does not resolve."""
+
+
+class NotFoundError(UnavailableError):
     """The file does not exist at the URL (HTTP 404/410, or no such local file)."""
+
+
+class UnresolvableHostError(DownloadError):
+    """The URL's host name does not resolve (DNS): offline, or a wrong host."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +154,23 @@ class _Transient(Exception):
     """An attempt that failed in a way the next attempt may not (truncated body...)."""
 
 
+def name_not_resolved(exc: BaseException) -> bool:
+    """True when ``exc`` (or what caused it) is a failed DNS lookup of the host name."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        error = todo.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, (NameResolutionError, socket.gaierror)):
+            return True
+        # requests wraps urllib3's MaxRetryError, whose `reason` is the real failure.
+        todo += [error.__cause__, error.__context__, getattr(error, "reason", None),
+                 *(a for a in error.args if isinstance(a, BaseException))]
+    return False
+
+
 def _fetch_http(url: str, part: Path, options: FetchOptions) -> None:
     attempts = max(1, options.retries)
     last_error: Exception | None = None
@@ -151,6 +179,15 @@ def _fetch_http(url: str, part: Path, options: FetchOptions) -> None:
             try:
                 _http_attempt(session, url, part, options)
                 return
+            except requests.ConnectionError as exc:
+                if name_not_resolved(exc):
+                    host = urllib.parse.urlparse(url).hostname
+                    raise UnresolvableHostError(
+                        f"{url}: host name {host!r} does not resolve (offline, or a wrong "
+                        f"host): not retried") from exc
+                last_error = exc
+                log.warning("%s: attempt %d/%d failed (%s)%s", url, attempt, attempts, exc,
+                            "; retrying, resuming the partial file" if attempt < attempts else "")
             except (requests.RequestException, _Transient) as exc:
                 last_error = exc
                 log.warning("%s: attempt %d/%d failed (%s)%s", url, attempt, attempts, exc,
@@ -223,22 +260,25 @@ def fetch_first(urls: Sequence[str], name: str, cache_dir: Path,
 
     Raises:
         NotFoundError: every URL answered that the file does not exist.
-        DownloadError: no URL delivered it, and some failed otherwise (403, unreachable...).
+        UnavailableError: every URL either answered so or has a host name that does not
+            resolve (the configured sources lack the file, as far as can be known).
+        DownloadError: no URL delivered it, and some failed otherwise (403, timeouts...).
     """
     if not urls:
         raise DownloadError(f"{name}: no URL to fetch it from")
     dest = Path(cache_dir) / name
-    failures: list[str] = []
-    all_not_found = True
+    failures: list[DownloadError] = []
     for url in urls:
         try:
             return fetch(url, dest, options), url
-        except NotFoundError as exc:
-            failures.append(str(exc))
         except DownloadError as exc:
-            all_not_found = False
-            failures.append(str(exc))
+            failures.append(exc)
         log.warning("%s: %s%s", name, failures[-1],
                     "; trying the next URL" if url != urls[-1] else "")
-    error = NotFoundError if all_not_found else DownloadError
-    raise error(f"{name}: not available from any URL:\n  " + "\n  ".join(failures))
+    if all(isinstance(f, NotFoundError) for f in failures):
+        error: type[DownloadError] = NotFoundError
+    elif all(isinstance(f, (NotFoundError, UnresolvableHostError)) for f in failures):
+        error = UnavailableError
+    else:
+        error = DownloadError
+    raise error(f"{name}: not available from any URL:\n  " + "\n  ".join(map(str, failures)))

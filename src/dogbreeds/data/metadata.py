@@ -24,6 +24,11 @@ WebP, HEIC… under a ``.jpg`` name), 4-channel, palette or 16-bit data is conve
 :mod:`dogbreeds.data.convert`, and so is a JPEG whose EXIF orientation is not 1 (stored
 sideways by a phone): TF's JPEG decoder ignores the tag, so the copy stores the pixels upright,
 as :func:`dogbreeds.data.preprocess.load_bytes` shows the same file at inference.
+
+Besides the archives (``source`` = ``stanford``), every local folder of ``data.sources``
+(:mod:`dogbreeds.data.sources`) adds its photos the same way, health checks included, with
+``source`` = its name, ``breed`` = its label folder (checked against the trained breeds) and
+``new_class`` = True for a label the source may bring that is not a trained breed.
 """
 
 from __future__ import annotations
@@ -33,14 +38,15 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from dogbreeds.data import photos
-from dogbreeds.data.tables import as_table
+from dogbreeds.data import photos, sources
+from dogbreeds.data.sources import LocalSource
+from dogbreeds.data.tables import STANFORD_SOURCE, as_table
 from dogbreeds.settings import from_section, section, value
 
 OK = "ok"
@@ -79,11 +85,13 @@ class ImageInfo:
 
 @dataclass(frozen=True)
 class MetadataSettings:
-    """What the ``build_metadata`` stage reads: ``data.raw_dir``, ``data.breeds``, its own
-    ``output`` and ``sample_grid``, and ``base.seed`` (the preview grid's photos)."""
+    """What the ``build_metadata`` stage reads: ``data.raw_dir``, ``data.breeds``,
+    ``data.sources`` (checked, with ``data.sources_dir``), its own ``output`` and
+    ``sample_grid``, and ``base.seed`` (the preview grid's photos)."""
 
     raw_dir: Path
     breeds: Literal["all"] | tuple[str, ...]
+    sources: tuple[LocalSource, ...]
     output: Path
     sample_grid: int
     seed: int
@@ -94,6 +102,7 @@ class MetadataSettings:
             cls, section(params, "build_metadata"), "build_metadata",
             raw_dir=value(params, "data.raw_dir", Path),
             breeds=value(params, "data.breeds", Literal["all"] | tuple[str, ...]),
+            sources=sources.local_sources(params),
             seed=value(params, "base.seed", int))
 
 
@@ -223,12 +232,43 @@ def _row(image_path: Path, folder: str, annotation_dir: Path, relative_to: Path 
     return {"path": rel, "breed": breed, "wnid": wnid, "folder": folder,
             "width": info.width, "height": info.height, "channels": info.channels,
             "format": info.format, "bytes": info.bytes, "boxes": boxes, "n_boxes": len(boxes),
-            "status": info.status, "reason": info.reason, "origin": "original", "source": rel}
+            "status": info.status, "reason": info.reason, "origin": "original",
+            "source": STANFORD_SOURCE, "original_path": rel, "new_class": False}
+
+
+def _local_row(image_path: Path, source: str, label: str, folder: str, wnid: str | None,
+               relative_to: Path | None) -> dict:
+    """A local source's photo; ``wnid`` is its trained breed's, None for a new class."""
+    info = inspect_image(image_path)
+    rel = _relative(image_path, relative_to)
+    return {"path": rel, "breed": label, "wnid": wnid or "", "folder": folder,
+            "width": info.width, "height": info.height, "channels": info.channels,
+            "format": info.format, "bytes": info.bytes, "boxes": [], "n_boxes": 0,
+            "status": info.status, "reason": info.reason, "origin": "original",
+            "source": source, "original_path": rel, "new_class": wnid is None}
+
+
+def local_jobs(source: LocalSource, trained: dict[str, str], stanford_breeds: Sequence[str],
+               relative_to: Path | None) -> list[tuple[Path, str, str]]:
+    """(file, label, folder) of every photo of a local source, its labels checked first.
+
+    ``folder`` is ``<source name>/<label>[/<sub-folders>]``: where a converted copy goes.
+
+    Raises:
+        UnknownLabelError: from :func:`dogbreeds.data.sources.check_labels`.
+    """
+    root = (Path(relative_to) if relative_to is not None else Path()) / source.path
+    files = sources.labelled_files(root)
+    sources.check_labels(source, files, list(trained), stanford_breeds)
+    return [(file, label, PurePosixPath(source.name, file.parent.relative_to(root).as_posix())
+             .as_posix()) for label, label_files in files.items() for file in label_files]
 
 
 def build_metadata(raw_dir: Path, breeds: Sequence[str] | Literal["all"],
-                   relative_to: Path | None = None, workers: int = 4) -> pd.DataFrame:
-    """One row per file in ``raw_dir/Images/<folder>/`` of the selected breeds.
+                   relative_to: Path | None = None, workers: int = 4,
+                   local: Sequence[LocalSource] = ()) -> pd.DataFrame:
+    """One row per file in ``raw_dir/Images/<folder>/`` of the selected breeds, and per file
+    of each local source.
 
     Reads headers, tails and annotation XML only; writes nothing. Files that need converting
     get status ``needs_conversion``: pass the table to
@@ -239,20 +279,35 @@ def build_metadata(raw_dir: Path, breeds: Sequence[str] | Literal["all"],
         raw_dir: Folder holding ``Images/`` and (optionally) ``Annotation/``.
         breeds: Clean breed names, or ``"all"``.
         relative_to: Paths in the table are made relative to this folder (the project
-            root); by default they start with ``raw_dir`` as given.
+            root); by default they start with ``raw_dir`` as given. Local sources' paths are
+            relative to it too.
         workers: Threads inspecting files (file reads release the GIL).
+        local: The ``data.sources`` folders; their labels must be selected breeds or the
+            source's new classes.
 
     Returns:
         The table of the shared contract, sorted by path.
+
+    Raises:
+        UnknownLabelError: a local folder is not a trained breed (nothing is read then).
     """
     raw_dir = Path(raw_dir)
     images_dir = raw_dir / "Images"
-    folders = select_folders(breed_folders(images_dir), breeds)
-    jobs = [(file, folder) for folder in folders
-            for file in sorted((images_dir / folder).iterdir()) if file.is_file()]
+    available = breed_folders(images_dir)
+    folders = select_folders(available, breeds)
+    trained = {parse_folder(folder)[1]: parse_folder(folder)[0] for folder in folders}
+    stanford_jobs = [(file, folder) for folder in folders
+                     for file in sorted((images_dir / folder).iterdir()) if file.is_file()]
+    jobs_by_source = {source.name: local_jobs(source, trained, list(available), relative_to)
+                      for source in local}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         rows = list(pool.map(lambda job: _row(job[0], job[1], raw_dir / "Annotation", relative_to),
-                             jobs))
+                             stanford_jobs))
+        for source in local:
+            rows += pool.map(
+                lambda job, name=source.name: _local_row(
+                    job[0], name, job[1], job[2], trained.get(job[1]), relative_to),
+                jobs_by_source[source.name])
     return as_table(rows).sort_values("path", ignore_index=True)
 
 
@@ -261,14 +316,22 @@ def usable(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["status"].isin(USABLE_STATUSES)]
 
 
-def summarize(df: pd.DataFrame) -> dict[str, Any]:
-    """Counts for ``summary.json`` (a DVC metric): totals, per status, usable per breed."""
+def summarize(df: pd.DataFrame, source_names: Sequence[str] = ()) -> dict[str, Any]:
+    """Counts for ``summary.json`` (a DVC metric): totals, per status, usable per breed, and
+    per source (images, usable, usable photos of new classes), ``source_names`` listed even
+    when they have no photo yet."""
     status_counts = df["status"].value_counts()
     good = usable(df)
+    names = sorted(set(df["source"]) | set(source_names))
     return {
         "images": int(len(df)),
         "usable": int(len(good)),
-        "breeds": int(df["breed"].nunique()),
+        "breeds": int(df.loc[~df["new_class"], "breed"].nunique()),
         "status": {s: int(status_counts.get(s, 0)) for s in STATUSES},
         "per_breed": {b: int(n) for b, n in sorted(good["breed"].value_counts().items())},
+        "per_source": {name: {"images": int((df["source"] == name).sum()),
+                              "usable": int((good["source"] == name).sum()),
+                              "new_class": int((good["new_class"]
+                                                & (good["source"] == name)).sum())}
+                       for name in names},
     }

@@ -35,6 +35,7 @@ import tensorflow as tf
 
 from dogbreeds.data import photos
 
+
 def reduction(height: tf.Tensor, width: tf.Tensor, size: tf.Tensor | int) -> tf.Tensor:
     """Index into ``photos.JPEG_SCALES`` of the largest DCT scaling that keeps the short side
     ≥ ``REDUCE_MARGIN × size`` (graph op; index 3 = no scaling)."""

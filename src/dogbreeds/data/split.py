@@ -10,12 +10,29 @@ Two methods:
   the official train part, stratified the same way.
 
 Folds (``StratifiedKFold``) index train+val rows for cross-validation; other rows get -1.
+
+Sources (``data.sources``, the metadata's ``source`` column) are split one by one, so each
+keeps its own breed mix in every split, and the Stanford photos' split and folds are the same
+whatever local sources are added:
+
+* ``stanford``: the method above, exactly as without local sources.
+* a local source marked ``test_only``: every photo goes to test (it judges, never trains).
+* any other local source: stratified by breed within the source. A local source is often
+  tiny (a handful of corrections over several breeds), too small to split breed by breed, so
+  its split sizes are set for the whole source (rounded, at least one val and one test photo
+  from 3 photos on, as for a Stanford breed) and its photos are drawn from every breed in
+  proportion (:func:`proportional_assignment`); under 3 photos all go to train. Their breeds
+  are learned from Stanford's photos anyway, so a local test photo is never of a breed the
+  model has not seen. Its train+val photos get folds in turn after a seeded shuffle.
+
+Photos of a source's new classes (``new_class``: ``mixed``, ``not_a_dog``) stay out of every
+split: the models classify the trained breeds only.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +43,7 @@ import scipy.io
 from sklearn.model_selection import StratifiedKFold
 
 from dogbreeds.data.metadata import usable
+from dogbreeds.data.sources import STANFORD, local_sources
 from dogbreeds.hashing import stable_seed
 from dogbreeds.settings import from_section, section, value
 
@@ -38,8 +56,9 @@ MIN_PER_BREED = 3  # one photo for each of train, val and test
 
 @dataclass(frozen=True)
 class SplitSettings:
-    """The ``split`` params (see params.yaml for each one's meaning) and ``data.raw_dir``
-    (where ``method: official`` finds lists.tar's lists)."""
+    """The ``split`` params (see params.yaml for each one's meaning), ``data.raw_dir``
+    (where ``method: official`` finds lists.tar's lists) and the ``data.sources`` marked
+    ``test_only``."""
 
     method: Literal["stratified", "official"]
     seed: int
@@ -48,11 +67,13 @@ class SplitSettings:
     folds: int
     output: Path
     raw_dir: Path
+    test_only: frozenset[str]
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> SplitSettings:
+        test_only = frozenset(s.name for s in local_sources(params) if s.test_only)
         return from_section(cls, section(params, "split"), "split",
-                            raw_dir=value(params, "data.raw_dir", Path))
+                            raw_dir=value(params, "data.raw_dir", Path), test_only=test_only)
 
     @property
     def lists_dir(self) -> Path:
@@ -91,6 +112,16 @@ def _counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int
     return n_val, n_test
 
 
+def _assign(result: pd.Series, members: pd.Series, val_fraction: float, test_fraction: float,
+            seed: int) -> None:
+    """Shuffle ``members`` (paths sorted) with ``seed``; mark the first test, the next val."""
+    n_val, n_test = _counts(len(members), val_fraction, test_fraction)
+    order = np.random.default_rng(seed).permutation(len(members))
+    shuffled = members.index[order]
+    result.loc[shuffled[:n_test]] = "test"
+    result.loc[shuffled[n_test:n_test + n_val]] = "val"
+
+
 def stratified_assignment(paths: pd.Series, breeds: pd.Series, val_fraction: float,
                           test_fraction: float, seed: int) -> pd.Series:
     """``train``/``val``/``test`` per row, split breed by breed.
@@ -101,9 +132,7 @@ def stratified_assignment(paths: pd.Series, breeds: pd.Series, val_fraction: flo
     Raises:
         ValueError: when the fractions leave nothing for training.
     """
-    if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
-        raise ValueError(f"need 0 <= val_fraction, test_fraction and a sum < 1; got "
-                         f"val_fraction={val_fraction}, test_fraction={test_fraction}")
+    _check_fractions(val_fraction, test_fraction)
     result = pd.Series("train", index=paths.index, dtype=object)
     for breed in sorted(breeds.unique()):
         members = paths[breeds == breed].sort_values()
@@ -117,6 +146,45 @@ def stratified_assignment(paths: pd.Series, breeds: pd.Series, val_fraction: flo
         result.loc[shuffled[:n_test]] = "test"
         result.loc[shuffled[n_test:n_test + n_val]] = "val"
     return result
+
+
+def proportional_assignment(paths: pd.Series, breeds: pd.Series, val_fraction: float,
+                            test_fraction: float, seed: int, source: str) -> pd.Series:
+    """``train``/``val``/``test`` per row of a local source: sizes for the whole source, each
+    breed represented in proportion, whatever the source's size.
+
+    Each breed's photos are shuffled (seeded by the seed, the source and the breed); the
+    photo ranked ``r`` of ``n`` gets the key ``(r + 0.5) / n``, so sorting every photo by key
+    (ties broken by a seeded draw) interleaves the breeds in proportion to their sizes. Test
+    takes the first photos of that order, val the next ones.
+
+    Raises:
+        ValueError: when the fractions leave nothing for training.
+    """
+    _check_fractions(val_fraction, test_fraction)
+    result = pd.Series("train", index=paths.index, dtype=object)
+    if len(paths) < MIN_PER_BREED and (val_fraction > 0 or test_fraction > 0):
+        log.warning("source %s has %d usable photo(s) (< %d): all go to train",
+                    source, len(paths), MIN_PER_BREED)
+        return result
+    keys, rows = [], []
+    for breed in sorted(breeds.unique()):
+        members = paths[breeds == breed].sort_values()
+        order = np.random.default_rng(stable_seed(seed, source, breed)).permutation(len(members))
+        keys += [(rank + 0.5) / len(members) for rank in range(len(members))]
+        rows += list(members.index[order])
+    ties = np.random.default_rng(stable_seed(seed, source)).random(len(rows))
+    ordered = [rows[i] for i in np.lexsort((ties, np.asarray(keys)))]
+    n_val, n_test = _counts(len(rows), val_fraction, test_fraction)
+    result.loc[ordered[:n_test]] = "test"
+    result.loc[ordered[n_test:n_test + n_val]] = "val"
+    return result
+
+
+def _check_fractions(val_fraction: float, test_fraction: float) -> None:
+    if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
+        raise ValueError(f"need 0 <= val_fraction, test_fraction and a sum < 1; got "
+                         f"val_fraction={val_fraction}, test_fraction={test_fraction}")
 
 
 def assign_folds(splits: pd.Series, breeds: pd.Series, paths: pd.Series, folds: int,
@@ -146,7 +214,7 @@ def assign_folds(splits: pd.Series, breeds: pd.Series, paths: pd.Series, folds: 
 
 def images_relative_path(df: pd.DataFrame) -> pd.Series:
     """``<folder>/<file>`` of each row's raw file: how the official lists name images."""
-    return df["folder"] + "/" + df["source"].map(lambda s: Path(s).name)
+    return df["folder"] + "/" + df["original_path"].map(lambda s: Path(s).name)
 
 
 def official_assignment(df: pd.DataFrame, official: Mapping[str, str], val_fraction: float,
@@ -170,43 +238,84 @@ def official_assignment(df: pd.DataFrame, official: Mapping[str, str], val_fract
     return split
 
 
+def local_folds(splits: pd.Series, paths: pd.Series, folds: int, seed: int,
+                source: str) -> pd.Series:
+    """Folds of a local source's train+val rows: in turn after a seeded shuffle (a local
+    source is often too small to stratify); -1 elsewhere or when k == 0."""
+    result = pd.Series(-1, index=splits.index, dtype="int64")
+    if folds == 0:
+        return result
+    pool = paths[splits.isin(["train", "val"])].sort_values()
+    order = np.random.default_rng(stable_seed(seed, source, "folds")).permutation(len(pool))
+    result.loc[pool.index[order]] = np.arange(len(pool)) % folds
+    return result
+
+
 def split_dataset(df: pd.DataFrame, method: Literal["stratified", "official"],
                   val_fraction: float, test_fraction: float, seed: int, folds: int,
-                  official: Mapping[str, str] | None = None) -> pd.DataFrame:
+                  official: Mapping[str, str] | None = None,
+                  test_only: Collection[str] = frozenset()) -> pd.DataFrame:
     """The usable rows of ``df`` plus ``split`` and ``fold`` columns, sorted by path.
 
+    Each source is split on its own (see the module docstring); ``method`` applies to the
+    Stanford photos, local sources are stratified within themselves.
+
     Args:
-        df: Metadata table (``build_metadata``'s contract); unusable rows are dropped.
+        df: Metadata table (``build_metadata``'s contract); unusable rows and photos of new
+            classes are dropped.
         method: ``stratified`` or ``official``.
         val_fraction: Of all usable photos (``stratified``) or of the official train part.
         test_fraction: Of all usable photos; ignored by ``official``.
         seed: Same seed and same table → identical split.
-        folds: k of the stratified k-fold index over train+val (0 = none).
+        folds: k of the k-fold index over train+val (0 = none).
         official: :func:`load_official_lists`' mapping, required by ``official``.
+        test_only: Local sources whose photos all go to test.
 
     Raises:
         ValueError: on an unknown method, or ``official`` without lists.
     """
-    rows = usable(df).sort_values("path", ignore_index=True)
+    rows = usable(df)
+    new = rows["new_class"].astype(bool)
+    if new.any():
+        counts = rows[new].groupby(["source", "breed"]).size()
+        log.info("kept out of the classifier (new classes, recorded in the metadata only): %s",
+                 ", ".join(f"{s}/{b} {n}" for (s, b), n in counts.items()))
+    rows = rows[~new].sort_values("path", ignore_index=True)
     if rows.empty:
         raise ValueError("no usable photos to split (check build_metadata's summary)")
-    if method == "stratified":
-        split = stratified_assignment(rows["path"], rows["breed"], val_fraction, test_fraction,
-                                      seed)
-    elif method == "official":
-        if official is None:
-            raise ValueError("split.method=official needs the official lists (lists.tar); "
-                             "use split.method=stratified without them")
-        split = official_assignment(rows, official, val_fraction, seed)
-    else:
+    if method not in ("stratified", "official"):
         raise ValueError(f"unknown split.method {method!r}: use 'stratified' or 'official'")
+    stanford = rows["source"] == STANFORD
+    split = pd.Series("train", index=rows.index, dtype=object)
+    fold = pd.Series(-1, index=rows.index, dtype="int64")
+    if stanford.any():
+        part = rows[stanford]
+        if method == "stratified":
+            split[stanford] = stratified_assignment(part["path"], part["breed"], val_fraction,
+                                                    test_fraction, seed)
+        else:
+            if official is None:
+                raise ValueError("split.method=official needs the official lists (lists.tar); "
+                                 "use split.method=stratified without them")
+            split[stanford] = official_assignment(part, official, val_fraction, seed)
+        fold[stanford] = assign_folds(split[stanford], part["breed"], part["path"], folds, seed)
+    for source in sorted(set(rows.loc[~stanford, "source"])):
+        members = rows["source"] == source
+        part = rows[members]
+        if source in test_only:
+            split[members] = "test"
+            continue
+        split[members] = proportional_assignment(part["path"], part["breed"], val_fraction,
+                                                 test_fraction, seed, source)
+        fold[members] = local_folds(split[members], part["path"], folds, seed, source)
     rows["split"] = split.astype(str)
-    rows["fold"] = assign_folds(rows["split"], rows["breed"], rows["path"], folds, seed)
+    rows["fold"] = fold
     return rows
 
 
 def summarize(df: pd.DataFrame) -> dict[str, Any]:
-    """Counts for ``summary.json``: per split, and per split × breed (``<split>.<breed>``)."""
+    """Counts for ``summary.json``: per split, per split × breed (``<split>.<breed>``) and per
+    source × split."""
     counts = df.groupby(["split", "breed"]).size()
     summary: dict[str, Any] = {"images": int(len(df))}
     for split in SPLITS:
@@ -215,5 +324,10 @@ def summarize(df: pd.DataFrame) -> dict[str, Any]:
     summary["per_breed"] = {
         split: {breed: int(counts.get((split, breed), 0)) for breed in sorted(df["breed"].unique())}
         for split in SPLITS
+    }
+    by_source = df.groupby(["source", "split"]).size()
+    summary["per_source"] = {
+        source: {split: int(by_source.get((source, split), 0)) for split in SPLITS}
+        for source in sorted(df["source"].unique())
     }
     return summary

@@ -25,9 +25,17 @@ TABLES = {"build_metadata": "images.parquet", "split": "split.parquet",
           "augment": "dataset.parquet"}
 
 #: The metadata contract: every table starts with these columns (split adds split, fold).
+#: ``source`` names where the photo came from (``stanford`` or a ``data.sources`` name),
+#: ``original_path`` the file this row was made from (the raw file of a converted copy, the
+#: original of an augmented one), ``new_class`` marks a label that is not a trained breed
+#: (``mixed``, ``not_a_dog``: recorded, kept out of the classifier).
 COLUMNS = ["path", "breed", "wnid", "folder", "width", "height", "channels", "format", "bytes",
-           "boxes", "n_boxes", "status", "reason", "origin", "source"]
+           "boxes", "n_boxes", "status", "reason", "origin", "source", "original_path",
+           "new_class"]
+#: The ``source`` of the Stanford archives' photos (also of rows made before sources existed).
+STANFORD_SOURCE = "stanford"
 _INT_COLUMNS = ("width", "height", "channels", "bytes", "n_boxes")
+_DEFAULTS = {"source": STANFORD_SOURCE, "new_class": False}
 _BOXES_TYPE = pa.list_(pa.list_(pa.int32()))
 
 
@@ -46,16 +54,21 @@ def table_path(params: Mapping[str, Any], root: Path, stage: str) -> Path:
 def as_table(rows: Iterable[dict[str, Any]] | pd.DataFrame) -> pd.DataFrame:
     """Rows → DataFrame with the contract's columns first and stable dtypes (even when empty).
 
-    Missing columns are filled with 0, ``""`` or no boxes.
+    Missing columns are filled with 0, ``""``, no boxes, ``stanford`` (source), False
+    (new_class) or the row's own ``path`` (original_path).
     """
     df = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     for column in COLUMNS:
-        if column not in df:
-            df[column] = (0 if column in _INT_COLUMNS else
-                          pd.Series([[] for _ in range(len(df))], index=df.index, dtype=object)
-                          if column == "boxes" else "")
+        if column in df:
+            continue
+        if column == "boxes":
+            df[column] = pd.Series([[] for _ in range(len(df))], index=df.index, dtype=object)
+        elif column == "original_path":
+            df[column] = df["path"] if "path" in df else ""
+        else:
+            df[column] = _DEFAULTS.get(column, 0 if column in _INT_COLUMNS else "")
     df = df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
-    return df.astype({c: "int64" for c in _INT_COLUMNS})
+    return df.astype({**{c: "int64" for c in _INT_COLUMNS}, "new_class": bool})
 
 
 def write_table(df: pd.DataFrame, path: Path) -> Path:

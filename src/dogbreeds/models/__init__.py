@@ -4,7 +4,8 @@ Import the modules directly (``from dogbreeds.models import ...``): this file im
 so a stage depends only on the modules it uses.
 """
 
-__all__ = ["backbones", "baseline", "builders", "calibration", "comparison", "conformal", "distribute",
-           "evaluation", "features", "fit", "modeldir", "multiworker", "novelty", "record",
+__all__ = ["backbones", "baseline", "builders", "calibration", "comparison", "conformal",
+           "distribute", "evaluation", "features", "fit", "gate", "modeldir", "multiworker",
+           "novelty", "record",
            "scratch", "shards", "transfer", "trust", "trust_report", "tuners", "tuning",
            "tuning_cluster"]

@@ -23,11 +23,14 @@ TRUST_COLUMNS = ["temperature", "test_ece", "test_ece_calibrated", "test_coverag
                  "test_lac_coverage", "test_mean_set_size", "test_flagged_unknown",
                  "blank_flagged_unknown"]
 # Columns of the comparison table, in display order.
+# Per-source test accuracies (test_accuracy.<source>) follow test_accuracy; gate_accuracy is
+# the accuracy on the photos that judge the champion (dogbreeds.models.gate).
 COMPARISON_COLUMNS = [
     "model", "kind", "backbone", "train_accuracy", "val_loss", "val_accuracy", "test_accuracy",
-    "test_top5_accuracy", "test_macro_f1", "test_log_loss", "params", "latency_ms",
-    *TRUST_COLUMNS,
+    "gate_accuracy", "test_top5_accuracy", "test_macro_f1", "test_log_loss", "params",
+    "latency_ms", *TRUST_COLUMNS,
 ]
+SOURCE_PREFIX = "test_accuracy."
 TEST_SET_NOTE = (
     "Test accuracy is reported, never used to choose (selection uses validation metrics). "
     "ImageNet-pretrained backbones have seen some Stanford Dogs test photos during "
@@ -58,6 +61,8 @@ def comparison_row(trained: TrainedModel, result: Evaluation) -> dict[str, Any]:
         "val_loss": tm.get("val_loss"),
         "val_accuracy": tm.get("val_accuracy"),
         "test_accuracy": result.metrics["accuracy"],
+        **{f"test_{k}": v for k, v in result.metrics.items() if k.startswith("accuracy.")},
+        "gate_accuracy": result.metrics.get("gate_accuracy"),
         "test_top5_accuracy": result.metrics["top5_accuracy"],
         "test_macro_f1": result.metrics["macro_f1"],
         "test_log_loss": result.metrics["log_loss"],
@@ -74,7 +79,12 @@ def comparison_rows(models: Sequence[TrainedModel],
 
 
 def comparison_table(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    return pd.DataFrame(list(rows), columns=COMPARISON_COLUMNS)
+    """The rows as a table: :data:`COMPARISON_COLUMNS`, each source's test accuracy after
+    ``test_accuracy``."""
+    per_source = sorted({k for row in rows for k in row if k.startswith(SOURCE_PREFIX)})
+    at = COMPARISON_COLUMNS.index("test_accuracy") + 1
+    columns = [*COMPARISON_COLUMNS[:at], *per_source, *COMPARISON_COLUMNS[at:]]
+    return pd.DataFrame(list(rows), columns=columns)
 
 
 def flat_metrics(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -128,13 +138,16 @@ def markdown_table(table: pd.DataFrame, digits: int = 4) -> str:
     return "\n".join([header, rule, *body]) + "\n"
 
 
-def write_comparison(rows: Sequence[dict[str, Any]], out: Path) -> pd.DataFrame:
-    """Write ``comparison.csv`` and ``comparison.md`` under ``out``, log them and every
-    model's numbers to the active MLflow run; return the table."""
+def write_comparison(rows: Sequence[dict[str, Any]], out: Path,
+                     gate_note: str = "") -> pd.DataFrame:
+    """Write ``comparison.csv`` and ``comparison.md`` under ``out`` (``gate_note`` says which
+    photos judge the champion), log them and every model's numbers to the active MLflow run;
+    return the table."""
     table = comparison_table(rows)
     table.to_csv(out / "comparison.csv", index=False, float_format="%.4f")
     (out / "comparison.md").write_text("# Model comparison (test split)\n\n"
-                                       + markdown_table(table) + f"\n{TEST_SET_NOTE}\n",
+                                       + markdown_table(table) + f"\n{TEST_SET_NOTE}\n"
+                                       + (f"\n{gate_note}\n" if gate_note else ""),
                                        encoding="utf-8")
     mlflow.log_artifact(str(out / "comparison.csv"))
     mlflow.log_artifact(str(out / "comparison.md"))
@@ -153,11 +166,16 @@ def record_selection(selection: Selection) -> None:
 
 
 def summary(rows: Sequence[dict[str, Any]], selection: Selection,
-            decision: Mapping[str, Any]) -> dict[str, Any]:
-    """The stage's ``metrics.json``: per-model numbers, the selection, the registry decision."""
-    return {
+            decision: Mapping[str, Any],
+            gate: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The stage's ``metrics.json``: per-model numbers, the selection, the registry decision
+    and the photos that judged it (``gate``: source, photos, reason)."""
+    result = {
         "models": {r["model"]: flat_metrics(r) for r in rows},
         "selected": {"model": selection.model.name, "select_metric": selection.metric,
                      "value": selection.value},
         "registry": {k: v for k, v in decision.items() if v is not None},
     }
+    if gate is not None:
+        result["gate"] = dict(gate)
+    return result

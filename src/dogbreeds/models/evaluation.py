@@ -1,7 +1,8 @@
 """Test-set evaluation of trained models: scores, per-model reports, their MLflow runs.
 
 Every model is scored on the same untouched test photos (``split == "test"``,
-``origin == "original"``) with the same input pipeline training used
+``origin == "original"``, every source: overall and per source) with the same input pipeline
+training used
 (:func:`dogbreeds.data.datasets.make_dataset`). :mod:`dogbreeds.models.comparison` puts the
 results side by side and chooses on a validation metric only: the test set is reported, never
 used to choose.
@@ -36,8 +37,10 @@ from sklearn.metrics import (
 )
 
 from dogbreeds.data.datasets import split_rows
+from dogbreeds.data.tables import STANFORD_SOURCE
 from dogbreeds.jsonfile import write_json
 from dogbreeds.models import baseline, trust_report
+from dogbreeds.models.gate import Gate
 from dogbreeds.models.modeldir import ModelDir
 from dogbreeds.settings import SettingsError, from_section, section
 
@@ -50,8 +53,13 @@ class EvaluateSettings:
     select_metric: str   # validation metric that chooses the model to register (never test)
     batch_size: int      # images per inference batch
     output: Path         # reports folder: per-model reports, plots, comparison, metrics.json
+    gate_source: str     # which test photos judge the champion (dogbreeds.models.gate)
+    gate_min_photos: int  # auto: local test photos needed before they judge
 
     def __post_init__(self) -> None:
+        if self.gate_min_photos < 1:
+            raise SettingsError(f"params.yaml: evaluate.gate_min_photos must be at least 1, "
+                                f"got {self.gate_min_photos}")
         if not self.select_metric.startswith("val_"):
             raise SettingsError(
                 f"params.yaml: evaluate.select_metric must be a validation metric (val_*), got "
@@ -200,20 +208,34 @@ def confused_pairs(cm: np.ndarray, classes: Sequence[str], top: int = 20) -> pd.
         .reset_index(drop=True)
 
 
+def source_metrics(predictions: pd.DataFrame) -> dict[str, float]:
+    """Top-1 accuracy and photo count per source (``accuracy.<source>``,
+    ``n_images.<source>``) of a predictions table (source, actual, predicted)."""
+    metrics: dict[str, float] = {}
+    for source, rows in sorted(predictions.groupby("source"), key=lambda item: item[0]):
+        metrics[f"accuracy.{source}"] = float((rows["actual"] == rows["predicted"]).mean())
+        metrics[f"n_images.{source}"] = int(len(rows))
+    return metrics
+
+
 def evaluate_predictions(name: str, labels: np.ndarray, probs: np.ndarray,
-                         classes: Sequence[str], paths: Sequence[str]) -> Evaluation:
-    """All test-set results of one model from its predicted probabilities."""
+                         classes: Sequence[str], paths: Sequence[str],
+                         sources: Sequence[str] | None = None) -> Evaluation:
+    """All test-set results of one model from its predicted probabilities; with the photos'
+    ``sources`` (the metadata's column), the accuracy of each source beside the overall one."""
     classes = list(classes)
     predicted = probs.argmax(axis=1)
     cm = confusion_matrix(labels, predicted, labels=list(range(len(classes))))
     predictions = pd.DataFrame({
         "path": list(paths),
+        "source": list(sources) if sources is not None else [STANFORD_SOURCE] * len(labels),
         "actual": [classes[i] for i in labels],
         "predicted": [classes[i] for i in predicted],
         "probability": probs.max(axis=1).astype(float),
     })
+    metrics = {**classification_metrics(labels, probs), **source_metrics(predictions)}
     return Evaluation(
-        name=name, metrics=classification_metrics(labels, probs), confusion=cm,
+        name=name, metrics=metrics, confusion=cm,
         report=per_class_report(labels, predicted, classes), pairs=confused_pairs(cm, classes),
         predictions=predictions, classes=classes,
     )
@@ -228,7 +250,8 @@ def evaluate_model(trained: TrainedModel, model, test_df: pd.DataFrame, batch_si
     image_size = int(trained.card["image_size"])
     dataset = make_dataset(test_df, classes, image_size, batch_size, shuffle=False, root=root)
     probs, labels, latency_ms = predict_dataset(model, dataset)
-    result = evaluate_predictions(trained.name, labels, probs, classes, test_df["path"])
+    result = evaluate_predictions(trained.name, labels, probs, classes, test_df["path"],
+                                  test_df["source"])
     result.metrics["latency_ms"] = latency_ms
     return result
 
@@ -248,7 +271,7 @@ def write_model_report(result: Evaluation, out_dir: Path) -> dict[str, Path]:
     write_json(files["metrics"], result.metrics)
     result.report.to_csv(files["report"], index=False, float_format="%.4f")
     result.pairs.to_csv(files["pairs"], index=False, float_format="%.4f")
-    result.predictions[["actual", "predicted", "path", "probability"]].to_csv(
+    result.predictions[["actual", "predicted", "path", "probability", "source"]].to_csv(
         files["predictions"], index=False, float_format="%.4f")
     figure = confusion_matrix_figure(result.confusion, result.classes,
                                      title=f"{result.name}: test confusion (row-normalised)")
@@ -264,7 +287,8 @@ def clear_reports(out: Path) -> None:
 
 def evaluate_and_report(trained: TrainedModel, test_df: pd.DataFrame, batch_size: int,
                         out: Path, root: Path, run_tags: Mapping[str, str],
-                        trust_inputs: trust_report.TrustInputs | None = None) -> Evaluation:
+                        trust_inputs: trust_report.TrustInputs | None = None,
+                        gate: Gate | None = None) -> Evaluation:
     """Evaluate one model in its own nested MLflow run, linked to its training run.
 
     Writes its report under ``out/models/<name>/`` (also logged as the run's artifacts) and
@@ -273,6 +297,7 @@ def evaluate_and_report(trained: TrainedModel, test_df: pd.DataFrame, batch_size
     (:mod:`dogbreeds.models.trust_report`: ``trust/``, ``trust_metrics.json``,
     ``reliability.png`` in the report). Either way the report holds the model's test answers,
     its production baseline (:mod:`dogbreeds.models.baseline`).
+    With ``gate``, its accuracy on the photos that judge the champion is ``gate_accuracy``.
     """
     training_run = trained.card.get("mlflow_run_id") or ""
     tags = {**run_tags, "dogbreeds.model": trained.name,
@@ -280,6 +305,8 @@ def evaluate_and_report(trained: TrainedModel, test_df: pd.DataFrame, batch_size
     with mlflow.start_run(run_name=f"evaluate-{trained.name}", nested=True, tags=tags):
         model = keras.models.load_model(trained.model_file, compile=False)  # once, for both
         result = evaluate_model(trained, model, test_df, batch_size, root)
+        if gate is not None:
+            result.metrics["gate_accuracy"] = gate.accuracy(result.predictions)
         report_dir = out / "models" / trained.name
         files = write_model_report(result, report_dir)
         mlflow.log_metrics({f"test_{k}": float(v) for k, v in result.metrics.items()})
@@ -305,12 +332,13 @@ def evaluate_and_report(trained: TrainedModel, test_df: pd.DataFrame, batch_size
 def evaluate_all(models: Sequence[TrainedModel], test_df: pd.DataFrame, batch_size: int,
                  out: Path, root: Path, run_tags: Mapping[str, str],
                  on_result: Callable[[Evaluation], None] | None = None,
-                 trust_inputs: trust_report.TrustInputs | None = None) -> list[Evaluation]:
+                 trust_inputs: trust_report.TrustInputs | None = None,
+                 gate: Gate | None = None) -> list[Evaluation]:
     """:func:`evaluate_and_report` every model in turn (``on_result`` hears of each)."""
     results = []
     for trained in models:
         results.append(evaluate_and_report(trained, test_df, batch_size, out, root, run_tags,
-                                           trust_inputs))
+                                           trust_inputs, gate))
         if on_result is not None:
             on_result(results[-1])
     return results
@@ -319,8 +347,10 @@ def evaluate_all(models: Sequence[TrainedModel], test_df: pd.DataFrame, batch_si
 def result_line(result: Evaluation) -> str:
     """One line for the console: test accuracy, top-5 and latency of a model."""
     m, t = result.metrics, result.trust
-    line = (f"{result.name}: test accuracy {m['accuracy']:.4f}, top-5 {m['top5_accuracy']:.4f}, "
-            f"{m['latency_ms']:.1f} ms/image")
+    per_source = ", ".join(f"{k.split('.', 1)[1]} {v:.4f}" for k, v in m.items()
+                           if k.startswith("accuracy."))
+    line = (f"{result.name}: test accuracy {m['accuracy']:.4f} ({per_source}), top-5 "
+            f"{m['top5_accuracy']:.4f}, {m['latency_ms']:.1f} ms/image")
     if t:
         line += (f"; T {t['temperature']:.3f}, test ECE {t['test_ece']:.4f} -> "
                  f"{t['test_ece_calibrated']:.4f}, coverage {t['test_coverage']:.3f} "

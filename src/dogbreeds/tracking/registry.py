@@ -4,14 +4,18 @@ Every evaluation registers the selected model as a new version of ``registry.mod
 (versions are never deleted or overwritten) — unless that very training run is already
 registered on the same test data, in which case nothing is added and aliases stay. The
 ``champion`` alias — what ``models:/<name>@champion`` serves — moves to the new version only
-when its test accuracy beats the champion's by at least ``min_improvement`` *on the same test
-data*; otherwise the new version becomes ``challenger``. The first version is champion.
+when its accuracy on the judging photos (the *gate*, :mod:`dogbreeds.models.gate`: a source's
+test photos, e.g. the shelter's own, or the whole test split) beats the champion's by at least
+``min_improvement`` *on the same photos*; otherwise the new version becomes ``challenger``.
+The first version is champion.
 
-"Same test data" is decided by :func:`test_data_hash`, a hash of the test photos themselves
-(path, breed and the bytes of every file). A version records it as a tag; when the
-champion's hash differs from today's (other breeds, another split, changed images) the
-champion is re-evaluated on today's test split through its registered pyfunc instead of
-comparing numbers measured on different data. For traceability every version also carries
+"Same photos" is decided by :func:`test_data_hash`, a hash of the photos themselves (path,
+breed and the bytes of every file). A version records the hash of its whole test split and of
+its gate's photos, the gate's source and its accuracy there as tags; when the champion's
+recorded gate hash differs from today's (other breeds, another split, new shelter photos,
+another gate source) the champion is re-evaluated on today's gate photos through its
+registered pyfunc instead of comparing numbers measured on different data: a worse model
+never replaces the champion. For traceability every version also carries
 the git commit and the DVC data hashes from ``dvc.lock`` (:mod:`dogbreeds.tracking.lineage`).
 
 The ``dogbreeds models`` / ``dogbreeds promote`` commands live in :mod:`registry_cli`.
@@ -20,7 +24,7 @@ The ``dogbreeds models`` / ``dogbreeds promote`` commands live in :mod:`registry
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +34,18 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from dogbreeds.hashing import digest, file_sha256
+from dogbreeds.models.gate import Gate
 from dogbreeds.settings import from_section, section
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 TAG_TEST_ACCURACY = "test_accuracy"
 TAG_TEST_HASH = "test_data_hash"
+# Which photos judged the version against the champion, and how it did there.
+TAG_GATE_SOURCE = "gate_source"
+TAG_GATE_ACCURACY = "gate_accuracy"
+TAG_GATE_PHOTOS = "gate_photos"
+TAG_GATE_HASH = "gate_data_hash"
 _EPS = 1e-12  # float noise in "gain >= min_improvement"
 
 
@@ -63,30 +73,34 @@ class PromotionDecision:
     reason: str
     new_score: float
     champion_version: str | None    # the champion before this decision
-    champion_score: float | None    # its test accuracy on the current test data
+    champion_score: float | None    # its accuracy on the current gate photos
     champion_reevaluated: bool
+    gate_source: str = "all"        # which photos judged (dogbreeds.models.gate)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def decide_promotion(new_score: float, champion_score: float | None,
-                     min_improvement: float) -> tuple[bool, str]:
+                     min_improvement: float, measure: str = "test accuracy") -> tuple[bool, str]:
     """Should the new model become champion?
 
     Promote when there is no champion, or when the new score beats the champion's by at
     least ``min_improvement`` (and by more than zero: a tie never replaces the champion).
 
+    Args:
+        measure: What the scores are, for the reason ("accuracy on shelter's 40 test photos").
+
     Returns:
         (promote, a one-line human-readable reason).
     """
     if champion_score is None:
-        return True, f"first model: no champion yet (test accuracy {new_score:.4f})"
+        return True, f"first model: no champion yet ({measure} {new_score:.4f})"
     gain = new_score - champion_score
     if gain > _EPS and gain >= min_improvement - _EPS:
-        return True, (f"test accuracy {new_score:.4f} beats champion's {champion_score:.4f} "
+        return True, (f"{measure} {new_score:.4f} beats champion's {champion_score:.4f} "
                       f"by {gain:+.4f} (>= {min_improvement})")
-    return False, (f"test accuracy {new_score:.4f} vs champion's {champion_score:.4f} "
+    return False, (f"{measure} {new_score:.4f} vs champion's {champion_score:.4f} "
                    f"({gain:+.4f}): not better by at least {min_improvement}")
 
 
@@ -139,29 +153,44 @@ def pyfunc_accuracy(model_uri: str, test_df: pd.DataFrame, root: Path = Path("."
     return correct / max(1, len(paths))
 
 
+def recorded_score(tags: Mapping[str, str], gate_hash: str) -> float | None:
+    """A version's recorded accuracy on exactly the photos hashed ``gate_hash``, or None.
+
+    Its gate's, or its whole test split's when that split was these very photos (versions
+    registered before gates existed record only the latter).
+    """
+    if tags.get(TAG_GATE_HASH) == gate_hash and TAG_GATE_ACCURACY in tags:
+        return float(tags[TAG_GATE_ACCURACY])
+    if tags.get(TAG_TEST_HASH) == gate_hash and TAG_TEST_ACCURACY in tags:
+        return float(tags[TAG_TEST_ACCURACY])
+    return None
+
+
 def promote_new_version(client: MlflowClient, name: str, version: str, new_score: float,
                         test_hash: str, min_improvement: float,
-                        reevaluate: Callable[[str], float]) -> PromotionDecision:
+                        reevaluate: Callable[[str], float],
+                        measure: str = "test accuracy") -> PromotionDecision:
     """Compare a freshly registered version with the champion and set its alias.
 
     Args:
-        reevaluate: scores a model URI on the current test data; called only when the
-            champion's recorded test-data hash differs from ``test_hash``.
+        new_score: the new version's accuracy on the judging photos.
+        test_hash: :func:`test_data_hash` of the judging photos.
+        reevaluate: scores a model URI on the judging photos; called only when the champion
+            has no recorded accuracy on photos hashed ``test_hash``.
+        measure: what the scores are, for the reason.
     """
     champion = version_with_alias(client, name)
     champion_score, reevaluated = None, False
     if champion is not None and str(champion.version) == str(version):
         champion = None  # cannot happen for a new version; guards manual calls
     if champion is not None:
-        recorded = champion.tags.get(TAG_TEST_HASH)
-        if recorded == test_hash and TAG_TEST_ACCURACY in champion.tags:
-            champion_score = float(champion.tags[TAG_TEST_ACCURACY])
-        else:
+        champion_score = recorded_score(champion.tags, test_hash)
+        if champion_score is None:
             champion_score = float(reevaluate(f"models:/{name}@{CHAMPION}"))
             reevaluated = True
-    promote, reason = decide_promotion(new_score, champion_score, min_improvement)
+    promote, reason = decide_promotion(new_score, champion_score, min_improvement, measure)
     if reevaluated:
-        reason += " (champion re-evaluated on the current test data)"
+        reason += " (champion re-evaluated on the current photos)"
     alias = CHAMPION if promote else CHALLENGER
     client.set_registered_model_alias(name, alias, str(version))
     client.set_model_version_tag(name, str(version), "promotion", reason)
@@ -222,25 +251,33 @@ def register_and_promote(
     extra_tags: Mapping[str, str] | None = None,
     example_image: bytes | None = None,
     trust_dir: Path | None = None,
+    gate: Gate | None = None,
 ) -> PromotionDecision:
     """Log the model as the pyfunc (inside the active run), register it, tag it, promote it.
 
     Args:
         card: the model's ``card.json``.
-        metrics: flat validation/test metrics; must hold ``test_accuracy``.
+        metrics: flat validation/test metrics; must hold ``test_accuracy`` (and
+            ``gate_accuracy`` with a ``gate``).
         test_df: the current test frame (paths relative to ``root``).
         extra_tags: more version tags (git commit, DVC data hashes, evaluation run id).
         trust_dir: the model's trust bundle (:mod:`dogbreeds.models.trust`): the pyfunc
             carries and applies it, and its temperature and thresholds become version tags.
+        gate: which of the test photos judge it against the champion; all of them by default.
     """
     from dogbreeds.models.trust import load_trust  # here: it loads TensorFlow, the CLI need not
     from dogbreeds.serving.pyfunc import log_classifier
 
     client = MlflowClient()
     test_hash = test_data_hash(test_df, root)
+    if gate is None:
+        gate_name, gate_df, score = "all", test_df, float(metrics[TAG_TEST_ACCURACY])
+    else:
+        gate_name, gate_df, score = gate.name, gate.rows(test_df), float(metrics[TAG_GATE_ACCURACY])
     existing = registered_version_of(client, model_name, card.get("mlflow_run_id"), test_hash)
     if existing is not None:
-        return unchanged_decision(client, model_name, existing, float(metrics[TAG_TEST_ACCURACY]))
+        return replace(unchanged_decision(client, model_name, existing, score),
+                       gate_source=gate_name)
     info = log_classifier(
         Path(keras_model_path), list(card["classes"]), int(card["image_size"]),
         registered_model_name=model_name, example_image=example_image,
@@ -249,22 +286,27 @@ def register_and_promote(
         trust_dir=trust_dir,
     )
     version = str(info.registered_model_version)
-    tags = {**version_tags(card, metrics), TAG_TEST_HASH: test_hash, **(extra_tags or {})}
+    gate_hash = test_hash if gate_df is test_df else test_data_hash(gate_df, root)
+    tags = {**version_tags(card, metrics), TAG_TEST_HASH: test_hash,
+            TAG_GATE_SOURCE: gate_name, TAG_GATE_ACCURACY: score,
+            TAG_GATE_PHOTOS: len(gate_df), TAG_GATE_HASH: gate_hash, **(extra_tags or {})}
     if trust_dir is not None:
         tags.update(load_trust(trust_dir).tags())
     for key, value in tags.items():
         client.set_model_version_tag(model_name, version, key, str(value))
-    return promote_new_version(
-        client, model_name, version, float(metrics[TAG_TEST_ACCURACY]), test_hash,
-        min_improvement, reevaluate=lambda uri: pyfunc_accuracy(uri, test_df, root),
-    )
+    decision = promote_new_version(
+        client, model_name, version, score, gate_hash, min_improvement,
+        reevaluate=lambda uri: pyfunc_accuracy(uri, gate_df, root),
+        measure=f"accuracy on {gate_name}'s {len(gate_df)} test photos")
+    return replace(decision, gate_source=gate_name)
 
 
 def record_decision(decision: PromotionDecision) -> None:
     """Tag the active (stage) run with the registered version and what became of it."""
     mlflow.set_tags({"dogbreeds.registered_version": decision.version,
                      "dogbreeds.promotion": decision.alias,
-                     "dogbreeds.promotion_reason": decision.reason[:5000]})
+                     "dogbreeds.promotion_reason": decision.reason[:5000],
+                     "dogbreeds.gate_source": decision.gate_source})
     mlflow.log_metric("promoted", int(decision.promoted))
 
 
@@ -272,14 +314,15 @@ def register_selected(keras_model_path: Path, card: Mapping[str, Any],
                       metrics: Mapping[str, Any], settings: RegistrySettings, *,
                       test_df: pd.DataFrame, root: Path,
                       extra_tags: Mapping[str, str],
-                      trust_dir: Path | None = None) -> PromotionDecision:
+                      trust_dir: Path | None = None,
+                      gate: Gate | None = None) -> PromotionDecision:
     """:func:`register_and_promote` the selected model under ``settings``, with the first test
     photo as its input example, and record the decision on the active run."""
     decision = register_and_promote(
         keras_model_path, card, metrics, model_name=settings.model_name,
         min_improvement=settings.min_improvement, test_df=test_df, root=root,
         extra_tags=extra_tags, example_image=(Path(root) / test_df["path"].iloc[0]).read_bytes(),
-        trust_dir=trust_dir,
+        trust_dir=trust_dir, gate=gate,
     )
     record_decision(decision)
     return decision

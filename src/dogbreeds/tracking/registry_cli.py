@@ -16,11 +16,17 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from dogbreeds.tracking.registry import CHAMPION, TAG_TEST_ACCURACY, version_with_alias
+from dogbreeds.tracking.registry import (
+    CHAMPION,
+    TAG_GATE_ACCURACY,
+    TAG_GATE_SOURCE,
+    TAG_TEST_ACCURACY,
+    version_with_alias,
+)
 from dogbreeds.tracking.store import use_store
 
-COLUMNS = ["version", "aliases", "model", "val_acc", "test_acc", "ece", "coverage", "created",
-           "run_id"]
+COLUMNS = ["version", "aliases", "model", "val_acc", "test_acc", "judged_on", "judged_acc",
+           "ece", "coverage", "created", "run_id"]
 
 
 def _client() -> MlflowClient:
@@ -62,6 +68,9 @@ def versions_table(client: MlflowClient, name: str) -> pd.DataFrame:
             "model": f"{kind}/{backbone}" if backbone else kind,
             "val_acc": _fmt(tags.get("val_accuracy")),
             "test_acc": _fmt(tags.get(TAG_TEST_ACCURACY)),
+            # which test photos judged it against the champion, and its accuracy there
+            "judged_on": tags.get(TAG_GATE_SOURCE, ""),
+            "judged_acc": _fmt(tags.get(TAG_GATE_ACCURACY)),
             # calibrated test ECE and candidate-set coverage (versions with a trust bundle)
             "ece": _fmt(tags.get("test_ece_calibrated")),
             "coverage": _fmt(tags.get("test_coverage")),

@@ -138,13 +138,13 @@ def test_only_train_originals_are_augmented_with_contract_rows(project):
                                  settings(copies=3, max_side=32), workers=2)
     train = df[df["split"] == "train"]
     assert len(rows) == 3 * len(train) == 36
-    assert set(rows["source"]) == set(train["path"])
-    assert rows.groupby("source").size().eq(3).all()
+    assert set(rows["original_path"]) == set(train["path"])
+    assert rows.groupby("original_path").size().eq(3).all()
     assert (rows["origin"] == "augmented").all() and (rows["split"] == "train").all()
     assert (rows["status"] == "ok").all() and (rows["channels"] == 3).all()
     assert (rows["n_boxes"] == 0).all() and rows["boxes"].map(len).eq(0).all()
     folds = train.set_index("path")["fold"]
-    assert (rows["fold"].to_numpy() == folds[rows["source"]].to_numpy()).all()
+    assert (rows["fold"].to_numpy() == folds[rows["original_path"]].to_numpy()).all()
     first = rows.iloc[0]
     assert first["path"] == "data/augmented/images/n02085620-Chihuahua/n02085620_1000_aug0.jpg"
     image = cv2.imread(str(root / first["path"]))

@@ -24,7 +24,7 @@ def test_bad_files_get_a_status_and_odd_ones_are_converted(raw, tmp_path):
     expected = write_bad_files(raw / "Images")
     df = metadata.build_metadata(raw, "all", relative_to=tmp_path)
     df = convert.convert_images(df, tmp_path, Path("data/metadata/converted"))
-    by_stem = df.set_index(df["source"].map(lambda p: Path(p).stem))
+    by_stem = df.set_index(df["original_path"].map(lambda p: Path(p).stem))
     for stem, (status, reason) in expected.items():
         row = by_stem.loc[stem]
         assert row["status"] == status, stem
@@ -36,8 +36,8 @@ def test_bad_files_get_a_status_and_odd_ones_are_converted(raw, tmp_path):
     import tensorflow as tf  # noqa: PLC0415  (slow import: only this test needs it)
 
     for row in converted.itertuples():
-        assert row.path == f"data/metadata/converted/{CHIHUAHUA}/{Path(row.source).stem}.jpg"
-        assert row.source.startswith("data/raw/Images/")
+        assert row.path == f"data/metadata/converted/{CHIHUAHUA}/{Path(row.original_path).stem}.jpg"
+        assert row.original_path.startswith("data/raw/Images/")
         file = tmp_path / row.path
         assert file.read_bytes()[:2] == b"\xff\xd8" and row.bytes == file.stat().st_size
         assert cv2.imread(str(file)).shape == (40, 50, 3)
@@ -59,7 +59,7 @@ def test_conversion_failure_marks_the_row_unreadable(raw, tmp_path):
     df = metadata.build_metadata(raw, ["Chihuahua"], relative_to=tmp_path)
     assert (df["status"] == "needs_conversion").sum() == 1
     df = convert.convert_images(df, tmp_path, tmp_path / "conv")
-    row = df[df["source"].str.endswith("n02085620_3.jpg")].iloc[0]
+    row = df[df["original_path"].str.endswith("n02085620_3.jpg")].iloc[0]
     assert row["status"] == "unreadable" and "decode failed" in row["reason"]
     assert str(tmp_path) not in row["reason"]   # the table must not depend on where it ran
 
@@ -88,10 +88,10 @@ def test_a_photo_stored_sideways_gets_an_upright_copy_like_inference_sees_it(raw
     upright.transpose(Image.Transpose.ROTATE_90).save(path, "JPEG", quality=95,
                                                       exif=exif.tobytes())
     df = metadata.build_metadata(raw, ["Chihuahua"], relative_to=tmp_path)
-    row = df[df["source"].str.endswith("n02085620_3.jpg")].iloc[0]
+    row = df[df["original_path"].str.endswith("n02085620_3.jpg")].iloc[0]
     assert (row["status"], row["reason"]) == ("needs_conversion", "EXIF orientation 6")
     df = convert.convert_images(df, tmp_path, Path("conv"))
-    row = df[df["source"].str.endswith("n02085620_3.jpg")].iloc[0]
+    row = df[df["original_path"].str.endswith("n02085620_3.jpg")].iloc[0]
     assert row["status"] == "converted" and (row["width"], row["height"]) == upright.size
     trained = preprocess.load_image(tf.constant(str(tmp_path / row["path"])), 24).numpy()
     served = preprocess.load_bytes(path.read_bytes(), 24)

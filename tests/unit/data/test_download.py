@@ -17,7 +17,7 @@ import yaml
 
 from dogbreeds.data.download import DownloadSettings, download_dataset, report_metrics, report_tags
 from dogbreeds.data.extract import UnsafeArchiveError
-from dogbreeds.data.fetch import DownloadError, FetchOptions, NotFoundError
+from dogbreeds.data.fetch import DownloadError, FetchOptions, NotFoundError, UnavailableError
 from dogbreeds.data.verify import ChecksumError
 from dogbreeds.settings import SettingsError
 from support import fakedata
@@ -182,6 +182,30 @@ def test_missing_optional_archives_are_reported_not_fatal(images_only, tmp_path)
     assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["Images"]
 
 
+def test_optional_archive_lacking_locally_with_an_unresolvable_mirror_is_not_fatal(
+        images_only, tmp_path):
+    """The sample over file:// (no lists.tar) + the default mirror offline (DNS fails): the
+    run goes on at once, lists.tar reported missing with both reasons."""
+    options = FetchOptions(timeout=5, retries=5, progress=False, backoff=30.0)
+    report = download_dataset([images_only.archives.as_uri(), "http://nonexistent.invalid/"],
+                              ARCHIVES, tmp_path / "cache", tmp_path / "raw",
+                              images_only.checksums(), True, options)
+    assert report["found"] == ["images.tar"]
+    assert report["missing"] == ["annotation.tar", "lists.tar"]
+    errors = report["archives"]["lists.tar"]["errors"][0]
+    assert "no such file" in errors and "nonexistent.invalid" in errors
+    assert report["stats"]["download_seconds"] < 10  # neither retried nor backed off
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["Images"]
+
+
+def test_optional_archive_failing_otherwise_is_still_fatal(images_only, tmp_path):
+    """A 403 may hide a file that is there: a run without it would silently differ."""
+    with DirectoryServer(images_only.archives, status=403) as forbidden:
+        with pytest.raises(DownloadError, match=r"(?s)annotation\.tar.*HTTP 403"):
+            run([images_only.archives.as_uri(), forbidden.url], tmp_path,
+                images_only.checksums())
+
+
 def test_missing_required_archive_is_a_clear_error(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -190,6 +214,8 @@ def test_missing_required_archive_is_a_clear_error(tmp_path):
             run([server.url], tmp_path, {})
     with pytest.raises(NotFoundError, match=r"(?s)required archive images\.tar.*no such file"):
         run([empty.as_uri()], tmp_path, {})
+    with pytest.raises(UnavailableError, match=r"(?s)required archive images\.tar.*resolve"):
+        run([empty.as_uri(), "http://nonexistent.invalid/"], tmp_path, {})
     assert not (tmp_path / "raw").exists()
 
 

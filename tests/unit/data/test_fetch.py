@@ -6,6 +6,7 @@ Network tests talk to a real HTTP server on 127.0.0.1 (support/servers.py).
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +16,18 @@ from dogbreeds.data.fetch import (
     DownloadError,
     FetchOptions,
     NotFoundError,
+    UnavailableError,
+    UnresolvableHostError,
     candidate_urls,
     fetch,
     fetch_first,
     local_path,
     part_path,
 )
-from support.servers import DirectoryServer
+from support.servers import DirectoryServer, free_port
+
+# RFC 6761: `.invalid` never resolves, online or off.
+UNRESOLVABLE = "http://nonexistent.invalid/"
 
 
 def options(retries: int = 2) -> FetchOptions:
@@ -107,3 +113,42 @@ def test_every_attempt_dropped_gives_up_after_retries(big_file, tmp_path):
             fetch(server.url + "images.tar", dest, options(retries=3))
     assert len(server.requests) == 3
     assert not dest.exists()
+
+
+def test_a_host_name_that_does_not_resolve_fails_at_once(tmp_path):
+    """No retries and no back-off: 5 attempts with 30 s waits would take 2 minutes."""
+    slow = FetchOptions(timeout=5, retries=5, progress=False, backoff=30.0)
+    started = time.perf_counter()
+    with pytest.raises(UnresolvableHostError, match=r"nonexistent\.invalid.*does not resolve"):
+        fetch(UNRESOLVABLE + "lists.tar", tmp_path / "lists.tar", slow)
+    assert time.perf_counter() - started < 10
+
+
+def test_a_refused_connection_is_still_retried(tmp_path):
+    dest = tmp_path / "images.tar"
+    with pytest.raises(DownloadError, match=r"failed after 2 attempt\(s\)") as caught:
+        fetch(f"http://127.0.0.1:{free_port()}/images.tar", dest, options(retries=2))
+    assert not isinstance(caught.value, UnresolvableHostError)
+
+
+def test_fetch_first_tells_lacking_from_failing(tmp_path, big_file):
+    missing = (tmp_path / "nowhere").as_uri()
+    # Not found here, unresolvable there: the sources lack the file (as far as can be known).
+    with pytest.raises(UnavailableError, match=r"(?s)no such file.*does not resolve") as caught:
+        fetch_first([missing + "/lists.tar", UNRESOLVABLE + "lists.tar"], "lists.tar",
+                    tmp_path / "cache", options(retries=5))
+    assert not isinstance(caught.value, NotFoundError)
+    # Every URL says not found: the narrower error.
+    with pytest.raises(NotFoundError):
+        fetch_first([missing + "/lists.tar"], "lists.tar", tmp_path / "cache", options())
+    # A 403 is not "lacking": the file may be there.
+    with DirectoryServer(big_file.parent, status=403) as server:
+        with pytest.raises(DownloadError, match="HTTP 403") as caught:
+            fetch_first([UNRESOLVABLE + "images.tar", server.url + "images.tar"], "images.tar",
+                        tmp_path / "cache", options())
+    assert not isinstance(caught.value, UnavailableError)
+    # An unresolvable first URL moves on to the next one, which delivers.
+    with DirectoryServer(big_file.parent) as server:
+        path, url = fetch_first([UNRESOLVABLE + "images.tar", server.url + "images.tar"],
+                                "images.tar", tmp_path / "cache", options())
+    assert url == server.url + "images.tar" and path.read_bytes() == big_file.read_bytes()

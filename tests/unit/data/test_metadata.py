@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from dogbreeds.data import metadata, tables
+from dogbreeds.data.convert import convert_images
+from dogbreeds.data.sources import LocalSource, UnknownLabelError
 from dogbreeds.settings import SettingsError
 from support import fakedata
 from support.fakedata import CHIHUAHUA, write_bad_files
@@ -38,7 +41,8 @@ def test_build_metadata_rows_follow_the_contract(raw, tmp_path):
         48, 48, 3, "JPEG")
     assert first["bytes"] == (tmp_path / first["path"]).stat().st_size
     assert (df["status"] == "ok").all() and (df["reason"] == "").all()
-    assert (df["origin"] == "original").all() and (df["source"] == df["path"]).all()
+    assert (df["origin"] == "original").all() and (df["original_path"] == df["path"]).all()
+    assert (df["source"] == "stanford").all() and not df["new_class"].any()
     assert sorted(df["breed"].unique()) == ["Chihuahua", "golden_retriever", "papillon"]
     assert df["height"].tolist()[:4] == [48, 52, 56, 48]   # real header sizes, not a guess
 
@@ -70,7 +74,7 @@ def test_breed_selection_and_unknown_breeds(raw):
 def test_every_odd_file_gets_its_status_and_reason(raw, tmp_path):
     expected = write_bad_files(raw / "Images")
     df = metadata.build_metadata(raw, "all", relative_to=tmp_path)
-    by_stem = df.set_index(df["source"].map(lambda p: Path(p).stem))
+    by_stem = df.set_index(df["original_path"].map(lambda p: Path(p).stem))
     for stem, (status, reason) in expected.items():
         row = by_stem.loc[stem]
         want = metadata.NEEDS_CONVERSION if status == metadata.CONVERTED else status
@@ -91,12 +95,71 @@ def test_scan_speed_is_thousands_of_files_per_second(tmp_path):
     assert len(df) == 450 and rate > 500, f"{rate:.0f} files/s"
 
 
+def local_source(name="shelter", test_only=False, new_classes=("mixed", "not_a_dog")):
+    return LocalSource(name, Path("data/sources") / name, test_only, tuple(new_classes))
+
+
+def test_local_source_photos_join_the_table_with_their_source(raw, tmp_path):
+    folder = tmp_path / "data" / "sources" / "shelter"
+    fakedata.make_source(folder, {"papillon": 3, "mixed": 2})
+    (folder / "papillon" / "kennel").mkdir()
+    (folder / "papillon" / "kennel" / "photo.jpg").write_bytes(
+        fakedata.encoded_image(Image.fromarray(fakedata.random_rgb()), "PNG"))   # odd: converted
+    (folder / "papillon" / "broken.jpg").write_bytes(b"")                       # bad: recorded
+    (folder / ".gitkeep").write_bytes(b"")
+    df = metadata.build_metadata(raw, "all", relative_to=tmp_path, local=[local_source()])
+    local = df[df["source"] == "shelter"].set_index("path")
+    assert len(df) == 12 + 7 and (df.loc[df["source"] != "shelter", "source"] == "stanford").all()
+    row = local.loc["data/sources/shelter/papillon/papillon_0.jpg"]
+    assert (row["breed"], row["wnid"], row["folder"], row["status"]) == (
+        "papillon", "n02086910", "shelter/papillon", "ok")
+    assert not row["new_class"] and row["original_path"] == row.name and row["n_boxes"] == 0
+    mixed = local[local["breed"] == "mixed"]
+    assert len(mixed) == 2 and mixed["new_class"].all() and (mixed["wnid"] == "").all()
+    assert local.loc["data/sources/shelter/papillon/broken.jpg", "status"] == "empty"
+    assert local.loc["data/sources/shelter/papillon/kennel/photo.jpg", "status"] == \
+        "needs_conversion"
+    assert local.loc["data/sources/shelter/papillon/kennel/photo.jpg", "folder"] == \
+        "shelter/papillon/kennel"
+
+    converted = convert_images(df, tmp_path, Path("data/metadata/converted"))
+    photo = converted[converted["original_path"] == "data/sources/shelter/papillon/kennel/photo.jpg"]
+    assert photo["path"].tolist() == ["data/metadata/converted/shelter/papillon/kennel/photo.jpg"]
+    assert photo["status"].tolist() == ["converted"]
+
+    summary = metadata.summarize(converted, ["stanford", "shelter", "feedback"])
+    assert summary["breeds"] == 3 and summary["per_breed"]["mixed"] == 2
+    assert summary["per_source"] == {
+        "feedback": {"images": 0, "usable": 0, "new_class": 0},
+        "shelter": {"images": 7, "usable": 6, "new_class": 2},
+        "stanford": {"images": 12, "usable": 12, "new_class": 0}}
+
+
+def test_a_misspelt_folder_fails_before_reading_and_suggests_the_breed(raw, tmp_path):
+    folder = tmp_path / "data" / "sources" / "shelter"
+    fakedata.make_source(folder, {"papillon": 1, "golden_retreiver": 1})
+    with pytest.raises(UnknownLabelError, match=r"shelter/golden_retreiver: did you mean "
+                                                r"'golden_retriever'\?"):
+        metadata.build_metadata(raw, "all", relative_to=tmp_path, local=[local_source()])
+    # A Stanford breed left out of data.breeds is not trained: said so.
+    with pytest.raises(UnknownLabelError, match=r"shelter/papillon: a Stanford Dogs breed that "
+                                                r"data\.breeds leaves out"):
+        metadata.build_metadata(raw, ["Chihuahua", "golden_retriever"], relative_to=tmp_path,
+                                local=[local_source()])
+
+
+def test_a_source_without_its_folder_adds_nothing(raw, tmp_path):
+    df = metadata.build_metadata(raw, "all", relative_to=tmp_path, local=[local_source()])
+    assert len(df) == 12 and set(df["source"]) == {"stanford"}
+
+
 def test_settings_from_params_yaml():
     params = repo_params()
     settings = metadata.MetadataSettings.from_params(params)
     assert settings.breeds == tuple(params["data"]["breeds"])
     assert settings.raw_dir == Path("data/raw") and settings.output == Path("data/metadata")
     assert (settings.sample_grid, settings.seed) == (16, params["base"]["seed"])
+    assert [s.name for s in settings.sources] == ["feedback"]
     params["data"]["breeds"] = "all"
     assert metadata.MetadataSettings.from_params(params).breeds == "all"
 
@@ -107,6 +170,8 @@ def test_settings_from_params_yaml():
     ("build_metadata.sample_grid", 1.5, r"build_metadata\.sample_grid: expected an integer"),
     ("base.seed", "x", r"base\.seed: expected an integer"),
     ("build_metadata.output", REMOVED, r"missing build_metadata\.output"),
+    ("data.sources", REMOVED, r"missing data\.sources"),
+    ("data.sources_dir", REMOVED, r"missing data\.sources_dir"),
 ])
 def test_a_bad_setting_names_its_key(dotted, bad, message):
     with pytest.raises(SettingsError, match=message):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import tarfile
 from pathlib import Path
@@ -24,18 +25,34 @@ def table(sizes: dict[str, int] = BREED_SIZES, unusable: int = 2) -> pd.DataFram
         folder = f"n0{2085000 + b}-{breed}"
         for i in range(n):
             path = f"data/raw/Images/{folder}/n0{2085000 + b}_{i}.jpg"
-            rows.append({"path": path, "source": path, "breed": breed, "folder": folder,
+            rows.append({"path": path, "original_path": path, "breed": breed, "folder": folder,
                          "status": "ok"})
     for i in range(unusable):
         path = f"data/raw/Images/n02085000-Chihuahua/bad_{i}.jpg"
-        rows.append({"path": path, "source": path, "breed": "Chihuahua",
+        rows.append({"path": path, "original_path": path, "breed": "Chihuahua",
                      "folder": "n02085000-Chihuahua", "status": "truncated"})
     return tables.as_table(rows)
 
 
 def stratified(df: pd.DataFrame, seed: int = 0, folds: int = 0, val: float = 0.2,
-               test: float = 0.2) -> pd.DataFrame:
-    return split.split_dataset(df, "stratified", val, test, seed, folds)
+               test: float = 0.2, test_only: frozenset[str] = frozenset()) -> pd.DataFrame:
+    return split.split_dataset(df, "stratified", val, test, seed, folds, test_only=test_only)
+
+
+def local_rows(source: str, sizes: dict[str, int], new_class: tuple[str, ...] = ()
+               ) -> pd.DataFrame:
+    """Rows of a local source (``data/sources/<source>/<label>/<n>.jpg``)."""
+    rows = [{"path": f"data/sources/{source}/{label}/{i}.jpg", "breed": label,
+             "folder": f"{source}/{label}", "status": "ok", "source": source,
+             "new_class": label in new_class}
+            for label, n in sizes.items() for i in range(n)]
+    return tables.as_table(rows)
+
+
+def digest(result: pd.DataFrame) -> str:
+    lines = "\n".join(f"{p}\t{s}\t{f}" for p, s, f in zip(result["path"], result["split"],
+                                                          result["fold"], strict=True))
+    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def test_split_is_a_partition_of_the_usable_rows():
@@ -108,6 +125,86 @@ def test_folds_are_balanced_stratified_and_stable():
     assert stratified(df, seed=6, folds=5)["fold"].tolist() != result["fold"].tolist()
 
 
+def test_the_stanford_split_is_pinned_bit_for_bit():
+    """The split and folds the code gave before local sources existed (same seed, same table):
+    sources must not move a single Stanford photo."""
+    df = table({"Chihuahua": 40, "papillon": 25, "beagle": 12, "kelpie": 3, "Husky": 2})
+    result = split.split_dataset(df, "stratified", 0.15, 0.15, 42, 3)
+    assert digest(result) == "c8d346e2513d75df2e6c8f76aacd271d583d7818e77cd0da0047fa343f8bef46"
+    with_local = split.split_dataset(
+        pd.concat([df, local_rows("shelter", {"beagle": 9, "kelpie": 2}),
+                   local_rows("feedback", {"papillon": 4, "mixed": 3}, ("mixed",))]),
+        "stratified", 0.15, 0.15, 42, 3)
+    assert digest(with_local[with_local["source"] == "stanford"]) == digest(result)
+
+
+def test_each_local_source_is_stratified_within_itself():
+    shelter = local_rows("shelter", {"Chihuahua": 10, "papillon": 5})
+    result = stratified(pd.concat([table(), shelter]), folds=2)
+    mine = result[result["source"] == "shelter"]
+    counts = mine.groupby(["breed", "split"]).size().unstack(fill_value=0)
+    assert counts.loc["Chihuahua"].to_dict() == {"test": 2, "train": 6, "val": 2}
+    assert counts.loc["papillon"].to_dict() == {"test": 1, "train": 3, "val": 1}
+    # Folds in turn over its train+val photos, -1 on test.
+    assert sorted(mine.loc[mine["split"] != "test", "fold"].value_counts().tolist()) == [6, 6]
+    assert (mine.loc[mine["split"] == "test", "fold"] == -1).all()
+    again = stratified(pd.concat([shelter, table()]).sample(frac=1, random_state=3), folds=2)
+    pd.testing.assert_frame_equal(result, again)          # order-free and seed-stable
+    other_seed = stratified(pd.concat([table(), shelter]), seed=1, folds=2)
+    assert not other_seed.loc[other_seed["source"] == "shelter", "split"].equals(
+        mine["split"])
+
+
+def test_a_test_only_source_lands_only_in_test():
+    result = stratified(pd.concat([table(), local_rows("intake", {"beagle": 7, "kelpie": 1})]),
+                        folds=2, test_only=frozenset({"intake"}))
+    intake = result[result["source"] == "intake"]
+    assert len(intake) == 8 and set(intake["split"]) == {"test"} and (intake["fold"] == -1).all()
+    summary = split.summarize(result)
+    assert summary["per_source"]["intake"] == {"train": 0, "val": 0, "test": 8}
+    assert summary["per_source"]["stanford"]["train"] == summary["train"]
+
+
+def test_a_handful_of_corrections_still_splits_in_proportion(caplog):
+    """6 corrections over 4 breeds (1-3 each): no breed can be split on its own; the source
+    as a whole gives one val and one test photo (15 % each, at least one), the rest trains."""
+    feedback = local_rows("feedback", {"Chihuahua": 3, "papillon": 1, "beagle": 1, "kelpie": 1})
+    result = stratified(pd.concat([table(), feedback]), folds=5, val=0.15, test=0.15)
+    mine = result[result["source"] == "feedback"]
+    assert mine["split"].value_counts().to_dict() == {"train": 4, "val": 1, "test": 1}
+    # The biggest breed gives the first photo drawn (in proportion): test is a Chihuahua.
+    assert mine.loc[mine["split"] == "test", "breed"].tolist() == ["Chihuahua"]
+    assert sorted(mine.loc[mine["split"] != "test", "fold"]) == [0, 1, 2, 3, 4]
+    # Fewer than 3 photos in all: nothing to split, all train (said so).
+    with caplog.at_level(logging.WARNING, logger="dogbreeds.data.split"):
+        two = stratified(pd.concat([table(), local_rows("feedback", {"beagle": 2})]), folds=5)
+    assert set(two.loc[two["source"] == "feedback", "split"]) == {"train"}
+    assert "source feedback has 2 usable photo(s) (< 3): all go to train" in caplog.text
+
+
+@pytest.mark.parametrize("sizes", [{"Chihuahua": 30, "papillon": 12, "beagle": 6},
+                                   {"Chihuahua": 7, "papillon": 1, "beagle": 1, "kelpie": 1}])
+def test_local_split_sizes_follow_the_fractions_for_the_whole_source(sizes):
+    rows = local_rows("shelter", sizes)
+    result = split.proportional_assignment(rows["path"], rows["breed"], 0.2, 0.2, 4, "shelter")
+    n = sum(sizes.values())
+    counts = result.value_counts()
+    assert (counts["val"], counts["test"]) == (max(1, round(n * 0.2)), max(1, round(n * 0.2)))
+    by_breed = pd.crosstab(rows["breed"], result)
+    for breed, size in sizes.items():   # each breed's share of test is its share, ± one photo
+        assert abs(by_breed.loc[breed].get("test", 0) - size * counts["test"] / n) < 1
+
+
+def test_new_classes_stay_out_of_every_split(caplog):
+    feedback = local_rows("feedback", {"papillon": 3, "mixed": 2, "not_a_dog": 1},
+                          new_class=("mixed", "not_a_dog"))
+    with caplog.at_level(logging.INFO, logger="dogbreeds.data.split"):
+        result = stratified(pd.concat([table(), feedback]))
+    assert set(result["breed"]) == set(BREED_SIZES)
+    assert (result["source"] == "feedback").sum() == 3
+    assert "feedback/mixed 2" in caplog.text and "feedback/not_a_dog 1" in caplog.text
+
+
 @pytest.fixture()
 def lists_dir(fake_archives, tmp_path) -> Path:
     with tarfile.open(fake_archives.archives / "lists.tar") as tar:
@@ -135,6 +232,20 @@ def test_official_split_honours_the_lists_and_carves_val_from_train(lists_dir, f
     assert (result.loc[result["split"] == "test", "fold"] == -1).all()
 
 
+def test_official_lists_apply_to_stanford_local_sources_are_stratified(lists_dir, fake_tree):
+    df = pd.concat([build_metadata(fake_tree, "all"),
+                    local_rows("shelter", {"Chihuahua": 5})])
+    official = split.load_official_lists(lists_dir)
+    result = split.split_dataset(df, "official", 0.25, 0.0, seed=1, folds=0, official=official,
+                                 test_only=frozenset())
+    shelter = result[result["source"] == "shelter"]
+    assert len(shelter) == 5 and shelter["split"].value_counts().to_dict() == {
+        "train": 4, "val": 1}                                # test_fraction 0: none to test
+    stanford = result[result["source"] == "stanford"]
+    expected = split.images_relative_path(stanford).map(official)
+    assert (stanford.loc[expected == "test", "split"] == "test").all()
+
+
 def test_official_split_without_lists_says_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match="needs lists.tar.*use split.method=stratified"):
         split.load_official_lists(tmp_path / "lists")
@@ -152,6 +263,11 @@ def test_settings_from_params_yaml():
     assert (settings.val_fraction, settings.test_fraction) == (0.15, 0.15)
     assert settings.lists_dir == Path("data/raw/lists")
     assert settings.output == Path("data/split")
+    assert settings.test_only == frozenset()
+    params = repo_params()
+    params["data"]["sources"].append({"name": "intake", "path": "data/sources/intake",
+                                      "test_only": True, "new_classes": []})
+    assert split.SplitSettings.from_params(params).test_only == frozenset({"intake"})
 
 
 @pytest.mark.parametrize("key, bad, message", [

@@ -64,7 +64,9 @@ def test_rows_selection_and_summary_files(tmp_path):
         table = comparison.write_comparison(rows, tmp_path)
         comparison.record_selection(selection)
     assert list(pd.read_csv(tmp_path / "comparison.csv")["model"]) == ["scratch", "mobilenetv2"]
-    assert list(table.columns) == comparison.COMPARISON_COLUMNS
+    at = comparison.COMPARISON_COLUMNS.index("test_accuracy") + 1
+    assert list(table.columns) == [*comparison.COMPARISON_COLUMNS[:at], "test_accuracy.stanford",
+                                   *comparison.COMPARISON_COLUMNS[at:]]
     md = (tmp_path / "comparison.md").read_text()
     assert "| mobilenetv2 |" in md and "never used to choose" in md
     logged = mlflow.get_run(run.info.run_id).data
@@ -77,3 +79,37 @@ def test_rows_selection_and_summary_files(tmp_path):
                                    "value": 0.8}
     assert summary["registry"] == {"version": "3"}  # None values dropped
     assert "backbone" not in summary["models"]["scratch"]  # numbers only
+
+
+def test_per_source_and_gate_columns_and_summary(tmp_path):
+    labels = np.array([0, 1, 1, 0])
+    right = np.array([[.9, .1], [.2, .8], [.3, .7], [.6, .4]])
+    wrong_on_shelter = right.copy()
+    wrong_on_shelter[2:] = wrong_on_shelter[2:, ::-1]
+    sources = ["stanford", "stanford", "shelter", "shelter"]
+    results = []
+    for name, probs in (("a", right), ("b", wrong_on_shelter)):
+        out = evaluation.evaluate_predictions(name, labels, probs, ["x", "y"], list("pqrs"),
+                                              sources)
+        out.metrics["gate_accuracy"] = out.metrics["accuracy.shelter"]
+        results.append(out)
+    models = [trained("a", 0.5, "ra"), trained("b", 0.9, "rb")]
+    rows = comparison.comparison_rows(models, results)
+    table = comparison.comparison_table(rows)
+    columns = list(table.columns)
+    assert columns[columns.index("test_accuracy") + 1:][:3] == [
+        "test_accuracy.shelter", "test_accuracy.stanford", "gate_accuracy"]
+    assert table["test_accuracy.shelter"].tolist() == [1.0, 0.0]
+    assert table["test_accuracy.stanford"].tolist() == [1.0, 1.0]
+    assert table["gate_accuracy"].tolist() == [1.0, 0.0]
+
+    store.configure(tmp_path, "comparison-gate")
+    with mlflow.start_run() as run:
+        comparison.write_comparison(rows, tmp_path, gate_note="Judged on shelter's 2 photos.")
+    assert "Judged on shelter's 2 photos." in (tmp_path / "comparison.md").read_text()
+    logged = mlflow.get_run(run.info.run_id).data.metrics
+    assert logged["b.test_accuracy.shelter"] == 0.0 and logged["b.gate_accuracy"] == 0.0
+    gate = {"source": "shelter", "photos": 2, "reason": "auto"}
+    summary = comparison.summary(rows, comparison.select(models, rows, "val_accuracy"),
+                                 {"version": "1"}, gate)
+    assert summary["gate"] == gate and summary["models"]["b"]["test_accuracy.stanford"] == 1.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 from pathlib import Path
 
@@ -51,6 +53,25 @@ def test_report_and_predictions_of_one_model():
     assert "macro avg" in report.index
 
 
+def test_accuracy_per_source_beside_the_overall_figure():
+    labels = np.array([0, 1, 1, 0, 1])
+    probs = np.array([[.9, .1], [.6, .4], [.2, .8], [.3, .7], [.1, .9]])  # 2nd, 4th wrong
+    sources = ["stanford", "stanford", "stanford", "shelter", "shelter"]
+    result = evaluation.evaluate_predictions("m", labels, probs, ["a", "b"], list("pqrst"),
+                                             sources)
+    assert result.metrics["accuracy"] == pytest.approx(3 / 5)
+    assert result.metrics["accuracy.stanford"] == pytest.approx(2 / 3)
+    assert result.metrics["accuracy.shelter"] == pytest.approx(1 / 2)
+    assert (result.metrics["n_images.stanford"], result.metrics["n_images.shelter"]) == (3, 2)
+    assert list(result.predictions["source"]) == sources
+    line = evaluation.result_line(dataclasses.replace(
+        result, metrics={**result.metrics, "latency_ms": 1.0}))
+    assert "shelter 0.5000" in line and "stanford 0.6667" in line
+    # Without sources (a table from before they existed) every photo is Stanford's.
+    plain = evaluation.evaluate_predictions("m", labels, probs, ["a", "b"], list("pqrst"))
+    assert plain.metrics["accuracy.stanford"] == plain.metrics["accuracy"]
+
+
 def test_find_models_skips_missing_with_a_warning(tmp_path, caplog):
     keras_file = tmp_path / "m.keras"
     keras_file.write_bytes(b"x")  # find_models does not load the model
@@ -69,6 +90,7 @@ def test_evaluate_settings_from_params():
     assert settings.select_metric == params["evaluate"]["select_metric"]
     assert settings.batch_size == params["evaluate"]["batch_size"]
     assert settings.output == Path(params["evaluate"]["output"])
+    assert (settings.gate_source, settings.gate_min_photos) == ("auto", 30)
 
 
 # (key, value or REMOVED, what the error says): each names its dotted key.
@@ -78,6 +100,8 @@ BAD_EVALUATE_PARAMS = [
     ("batch_size", REMOVED, r"missing evaluate\.batch_size"),  # no default in the code
     ("select_metric", "test_accuracy", r"evaluate\.select_metric must be a validation metric"),
     ("output", None, r"evaluate\.output: expected a path"),
+    ("gate_min_photos", 0, r"evaluate\.gate_min_photos must be at least 1"),
+    ("gate_source", REMOVED, r"missing evaluate\.gate_source"),
 ]
 
 

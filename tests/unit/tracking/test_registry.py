@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from dogbreeds.models.gate import Gate
 from dogbreeds.settings import SettingsError
 from dogbreeds.tracking import registry, store
 from support import tiny_models as tm
@@ -94,6 +95,29 @@ def test_champion_on_other_test_data_is_reevaluated(client):
     assert calls == [] and not decision.promoted
 
 
+def test_recorded_score_is_the_one_measured_on_the_same_photos():
+    tags = {registry.TAG_TEST_HASH: "t", registry.TAG_TEST_ACCURACY: "0.5",
+            registry.TAG_GATE_HASH: "g", registry.TAG_GATE_ACCURACY: "0.9"}
+    assert registry.recorded_score(tags, "g") == 0.9
+    assert registry.recorded_score(tags, "t") == 0.5   # its whole test split was these photos
+    assert registry.recorded_score(tags, "other") is None
+    assert registry.recorded_score({registry.TAG_GATE_HASH: "g"}, "g") is None
+
+
+def test_the_champion_is_compared_on_the_gate_photos_not_overall(client):
+    """A champion judged on the shelter's photos keeps its place against a version that is
+    better overall but worse there."""
+    v1 = new_version(client, 0.50, test_hash="whole-split")
+    for key, value in {registry.TAG_GATE_HASH: "shelter-photos",
+                       registry.TAG_GATE_ACCURACY: "0.90"}.items():
+        client.set_model_version_tag(NAME, v1, key, value)
+    promote(client, v1, 0.90, test_hash="shelter-photos")
+    decision, calls = promote(client, new_version(client, 0.95, "whole-split"), 0.85,
+                              test_hash="shelter-photos", reevaluate=0.0)
+    assert calls == [] and decision.champion_score == pytest.approx(0.90)
+    assert not decision.promoted and aliases(client) == {"champion": "1", "challenger": "2"}
+
+
 def test_test_data_hash_follows_content_not_order(tmp_path):
     df = tm.write_dataset(tmp_path, per_breed=2)
     h = registry.test_data_hash(df, tmp_path)
@@ -144,6 +168,24 @@ def test_register_and_promote_end_to_end(tmp_path, monkeypatch):
     assert third.version == "2" and not third.promoted and third.reason.startswith("unchanged")
     assert len(MlflowClient().search_model_versions(f"name = '{NAME}'")) == 2
     assert str(MlflowClient().get_model_version_by_alias(NAME, "champion").version) == "1"
+
+    # Judged on a local source's photos: the champion (judged on all photos) is re-scored
+    # on exactly those; the new version's tags say which source judged and how it did.
+    mixed = test_df.assign(source=["shelter" if i % 2 else "stanford"
+                                   for i in range(len(test_df))])
+    shelter = Gate("shelter", ("shelter",), "evaluate.gate_source")
+    with mlflow.start_run():
+        judged = registry.register_and_promote(
+            keras_file, {**card, "mlflow_run_id": "r2"},
+            {"val_accuracy": 0.9, "test_accuracy": 1.0, "gate_accuracy": 1.0},
+            model_name=NAME, min_improvement=0.005, test_df=mixed, root=tmp_path, gate=shelter)
+    assert judged.champion_reevaluated and judged.gate_source == "shelter"
+    assert judged.alias == "challenger" and "shelter's 4 test photos" in judged.reason
+    tags = MlflowClient().get_model_version(NAME, judged.version).tags
+    assert (tags["gate_source"], tags["gate_photos"], tags["gate_accuracy"]) == (
+        "shelter", "4", "1.0")
+    assert tags["gate_data_hash"] == registry.test_data_hash(shelter.rows(mixed), tmp_path)
+    assert tags["test_data_hash"] == registry.test_data_hash(mixed, tmp_path)
 
 
 def test_registry_settings_from_params():

@@ -51,7 +51,8 @@ def test_manual_promote_rollback_and_models_table(client, capsys):
 def test_versions_table_newest_first_with_aliases_and_metrics(client):
     new_version(client, 0.5, kind="scratch")
     new_version(client, 0.75, kind="transfer", backbone="mobilenetv2", val_accuracy="0.8",
-                test_ece_calibrated="0.0123", test_coverage="0.91")
+                test_ece_calibrated="0.0123", test_coverage="0.91", gate_source="shelter",
+                gate_accuracy="0.6")
     client.set_registered_model_alias(NAME, "champion", "2")
     client.set_registered_model_alias(NAME, "challenger", "1")
     table = registry_cli.versions_table(client, NAME)
@@ -61,6 +62,8 @@ def test_versions_table_newest_first_with_aliases_and_metrics(client):
     assert list(table["model"]) == ["transfer/mobilenetv2", "scratch"]
     assert list(table["test_acc"]) == ["0.7500", "0.5000"]
     assert list(table["val_acc"]) == ["0.8000", ""]  # a missing metric is blank, not an error
+    assert list(table["judged_on"]) == ["shelter", ""] and list(table["judged_acc"]) == [
+        "0.6000", ""]
     # versions registered with a trust bundle show their calibrated ECE and coverage
     assert list(table["ece"]) == ["0.0123", ""] and list(table["coverage"]) == ["0.9100", ""]
 
