@@ -52,7 +52,10 @@ def main() -> None:
     out = root / settings.output
     table = tables.read_stage_table(params, root, "augment")
     test_df = evaluation.test_frame(table)
-    judge = gate.choose_gate(test_df, settings.gate_source, settings.gate_min_photos)
+    try:
+        judge = gate.choose_gate(test_df, settings.gate_source, settings.gate_min_photos)
+    except ValueError as exc:  # a gate source with no test photo: say so, no traceback
+        raise SystemExit(f"{STAGE}: {exc}") from None
     judge_info = judge.as_dict(test_df)
     print(f"the champion is judged on {judge.name}'s {judge_info['photos']} test photos "
           f"({judge.reason})")
