@@ -22,8 +22,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path

@@ -121,7 +121,7 @@ class _Steps:
                 loss += tf.add_n(model.losses) / self.strategy.num_replicas_in_sync
         variables = model.trainable_variables
         grads = tape.gradient(loss, variables)
-        model.optimizer.apply_gradients(zip(grads, variables))
+        model.optimizer.apply_gradients(zip(grads, variables, strict=True))
         return self._sums(y, pred, per_example)
 
     def _eval_replica(self, x, y):

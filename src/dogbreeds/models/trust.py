@@ -167,7 +167,7 @@ def answer(bundle: TrustBundle, probs: np.ndarray, features: np.ndarray, top_k: 
     order = np.argsort(-calibrated, axis=1, kind="stable")
     k = max(1, min(int(top_k), len(bundle.classes)))
     rows = []
-    for row, ranking, members, ratio in zip(calibrated, order, sets, novelty_ratio):
+    for row, ranking, members, ratio in zip(calibrated, order, sets, novelty_ratio, strict=True):
         candidates = [bundle.classes[j] for j in ranking if members[j]]
         status = status_of(len(candidates), float(ratio))
         rows.append({

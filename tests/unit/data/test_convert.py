@@ -75,10 +75,9 @@ def test_a_photo_stored_sideways_gets_an_upright_copy_like_inference_sees_it(raw
     """No skew: the training copy of an EXIF-rotated JPEG decodes (TF, as training does) to
     what serving makes of the original file."""
     import tensorflow as tf  # noqa: PLC0415  (slow import: only these tests need it)
+    from PIL import ImageFilter
 
     from dogbreeds.data import photos, preprocess
-
-    from PIL import ImageFilter
 
     # 50×40, smooth like a photo (JPEG re-encoding of pure noise loses more than a photo)
     upright = Image.fromarray(random_rgb()).filter(ImageFilter.GaussianBlur(2))

@@ -123,7 +123,8 @@ def test_local_source_photos_join_the_table_with_their_source(raw, tmp_path):
         "shelter/papillon/kennel"
 
     converted = convert_images(df, tmp_path, Path("data/metadata/converted"))
-    photo = converted[converted["original_path"] == "data/sources/shelter/papillon/kennel/photo.jpg"]
+    raw = "data/sources/shelter/papillon/kennel/photo.jpg"
+    photo = converted[converted["original_path"] == raw]
     assert photo["path"].tolist() == ["data/metadata/converted/shelter/papillon/kennel/photo.jpg"]
     assert photo["status"].tolist() == ["converted"]
 

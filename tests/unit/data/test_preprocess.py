@@ -10,8 +10,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from support import fakedata
 from dogbreeds.data import photos, preprocess
+from support import fakedata
 
 
 def encoded(array: np.ndarray, fmt: str) -> bytes:

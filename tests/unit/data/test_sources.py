@@ -108,3 +108,12 @@ def test_check_labels_names_every_bad_folder_with_a_suggestion():
     strict = LocalSource("strict", Path("data/sources/strict"), False, ())
     with pytest.raises(UnknownLabelError, match=r"strict/mixed: no trained breed is close"):
         sources.check_labels(strict, ["mixed"], TRAINED)
+
+
+def test_the_web_demo_keeps_its_corrections_in_a_data_source():
+    """serve.feedback_dir must be one of data.sources, or corrections never reach training."""
+    from support.project import repo_params
+
+    params = repo_params()
+    sources = {entry["path"]: entry["name"] for entry in params["data"]["sources"]}
+    assert sources.get(params["serve"]["feedback_dir"]) == "feedback"

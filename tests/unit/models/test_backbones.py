@@ -8,9 +8,9 @@ import sys
 
 import numpy as np
 import pytest
-from support.project import SHARED
 
 from dogbreeds.models import backbones
+from support.project import SHARED
 
 
 @pytest.mark.parametrize("name", sorted(backbones.BACKBONES))

@@ -1,4 +1,5 @@
-"""calibration: temperature scaling fitted with scipy, NLL from scikit-learn, ECE checked by hand."""
+"""calibration: temperature scaling fitted with scipy, NLL from scikit-learn, ECE checked by
+hand."""
 
 from __future__ import annotations
 

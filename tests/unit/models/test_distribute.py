@@ -17,10 +17,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from support.cluster import tf_configs, wait_all
-from support.project import REPO, venv_env
 
 from dogbreeds.models import distribute
+from support.cluster import tf_configs, wait_all
+from support.project import REPO, venv_env
 
 
 def run_script(code: str, tmp_path: Path, timeout: float = 180, **env: str) -> dict:

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from support.feature_cache import BACKBONE, fake_feature_cache
-from support.params import PARAMS, with_changes
 
 from dogbreeds.data import datasets
 from dogbreeds.models import features
 from dogbreeds.settings import SettingsError
+from support.feature_cache import BACKBONE, fake_feature_cache
+from support.params import PARAMS, with_changes
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from support.params import PARAMS
-from support.tiny_cnn import TINY_BLOCKS, training_tree
 
 from dogbreeds.data import datasets
 from dogbreeds.models import builders, fit
 from dogbreeds.settings import SettingsError
 from dogbreeds.tracking import store
+from support.params import PARAMS
+from support.tiny_cnn import TINY_BLOCKS, training_tree
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,9 @@ import time
 
 import pytest
 import tensorflow as tf
-from support.cluster import start_workers, wait_all
 
 from dogbreeds.models import multiworker
+from support.cluster import start_workers, wait_all
 
 HEARTBEAT = 5
 

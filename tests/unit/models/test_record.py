@@ -10,11 +10,11 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from support.tiny_cnn import TINY_BLOCKS, training_tree
 
 from dogbreeds.data import datasets
 from dogbreeds.models import builders, fit, modeldir, record
 from dogbreeds.tracking import store
+from support.tiny_cnn import TINY_BLOCKS, training_tree
 
 
 def test_fit_and_record_learns_and_records_everything(tmp_path):

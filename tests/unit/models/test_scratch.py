@@ -6,10 +6,10 @@ import copy
 from pathlib import Path
 
 import pytest
-from support.params import PARAMS, with_changes
 
 from dogbreeds.models.scratch import ScratchSettings
 from dogbreeds.settings import SettingsError
+from support.params import PARAMS, with_changes
 
 
 def test_settings_are_the_params_values():

@@ -12,13 +12,13 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from support.feature_cache import BACKBONE, fake_feature_cache
-from support.params import PARAMS, with_changes
 
 from dogbreeds.data import datasets
 from dogbreeds.models import features, transfer
 from dogbreeds.settings import SettingsError
 from dogbreeds.tracking import store
+from support.feature_cache import BACKBONE, fake_feature_cache
+from support.params import PARAMS, with_changes
 
 SETTINGS = transfer.TransferSettings(
     backbone=BACKBONE, seed=0, dense=(32,), dropout=0.1, pooling="avg", learning_rate=3e-3,

@@ -40,7 +40,7 @@ def _images(df, root, split):
     from dogbreeds.data.datasets import make_dataset, split_rows
 
     for images, labels in make_dataset(split_rows(df, split), CLASSES, SIZE, 64, root=root):
-        yield from zip(images.numpy(), labels.numpy())
+        yield from zip(images.numpy(), labels.numpy(), strict=True)
 
 
 def test_evaluate_trust_fits_measures_and_writes_the_bundle(tiny, tmp_path):

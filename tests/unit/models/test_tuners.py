@@ -11,12 +11,12 @@ import keras_tuner as kt
 import mlflow
 import pandas as pd
 import pytest
-from support.tune_data import SIZE, dataset_table, hypermodel
 
 from dogbreeds.data import datasets
 from dogbreeds.jsonfile import write_json
 from dogbreeds.models import tuners
 from dogbreeds.tracking import store
+from support.tune_data import SIZE, dataset_table, hypermodel
 
 
 def train_val(root: Path, df: pd.DataFrame, image_size: int = SIZE):

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import keras_tuner as kt
 import pytest
-from support.params import PARAMS
-from support.tune_data import SIZE, SPACE, hypermodel
 
 from dogbreeds.models import tuning
 from dogbreeds.models.scratch import ScratchSettings
 from dogbreeds.settings import SettingsError
+from support.params import PARAMS
+from support.tune_data import SIZE, SPACE, hypermodel
 
 
 def test_hypermodel_respects_search_space_bounds():
