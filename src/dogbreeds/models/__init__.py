@@ -5,6 +5,6 @@ so a stage depends only on the modules it uses.
 """
 
 __all__ = ["backbones", "builders", "calibration", "comparison", "conformal", "distribute",
-           "evaluation", "features", "fit", "modeldir", "multiworker", "novelty", "record",
+           "evaluation", "features", "fit", "modeldir", "multiworker", "novelty", "probe", "record",
            "scratch", "shards", "transfer", "trust", "trust_report", "tuners", "tuning",
            "tuning_cluster"]
