@@ -38,7 +38,7 @@ import argparse
 import dataclasses
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import keras
@@ -101,9 +101,15 @@ def accuracy_table(rows: Sequence[Mapping]) -> pd.DataFrame:
 
 
 def markdown(table: pd.DataFrame) -> str:
+    """The table as Markdown: scores to 4 digits, points to 1, minutes to 2."""
     from dogbreeds.models.comparison import markdown_table
 
-    return markdown_table(table.fillna(""), digits=4)
+    formats = {"test_top1": "{:.4f}", "test_top5": "{:.4f}", "test_log_loss": "{:.4f}",
+               "vs_probe_points": "{:+.1f}", "train_minutes": "{:.2f}"}
+    shown = table.copy().astype(object)
+    for column, fmt in formats.items():
+        shown[column] = [fmt.format(v) if pd.notna(v) else "" for v in table[column]]
+    return markdown_table(shown)
 
 
 def probe_row(cache) -> dict:
@@ -171,10 +177,9 @@ def transfer_row(label: str, root: Path, params: dict, cache, test_df: pd.DataFr
     return table_row(label, labels, probs, seconds, detail)
 
 
-def scratch_rows(root: Path, params: dict, test_df: pd.DataFrame) -> list[dict]:
+def scratch_rows(root: Path, params: dict, test_df: pd.DataFrame) -> Iterator[dict]:
     """The ``train_scratch`` and ``tune`` stages in the project, then the seeds' design for
-    the scratch CNN's training seconds."""
-    rows = []
+    the scratch CNN's training seconds (one row each, as each finishes)."""
     for stage, label in (("train_scratch", "scratch CNN (train_scratch)"),
                          ("tune", "tuned CNN (tune)")):
         wall = run_stage(root, stage)
@@ -182,13 +187,12 @@ def scratch_rows(root: Path, params: dict, test_df: pd.DataFrame) -> list[dict]:
         metrics = json.loads((out / "metrics.json").read_text())
         labels, probs = score_saved_model(out, test_df, root)
         seconds = wall if stage == "tune" else metrics["train_seconds"]
-        rows.append(table_row(label, labels, probs, seconds,
-                              f"{metrics['epochs']} epochs, val {metrics['val_accuracy']:.4f}"
-                              f"{'; stage wall time incl. search' if stage == 'tune' else ''}"))
+        yield table_row(label, labels, probs, seconds,
+                        f"{metrics['epochs']} epochs, val {metrics['val_accuracy']:.4f}"
+                        f"{'; stage wall time incl. search' if stage == 'tune' else ''}")
         if stage == "train_scratch":
             budget = float(metrics["train_seconds"])
-    rows.append(seeds_row(root, params, test_df, budget))
-    return rows
+    yield seeds_row(root, params, test_df, budget)
 
 
 def score_saved_model(model_dir: Path, test_df: pd.DataFrame, root: Path
@@ -289,25 +293,38 @@ def main(argv: list[str] | None = None) -> dict:
             transfer_row("transfer head (before)", root, params, one_view(cache), test_df,
                          BEFORE),
             transfer_row("transfer head (params.yaml)", root, params, cache, test_df)]
+    name = args.name or f"{NAME}_{args.data}"
     if args.only == "all":
-        rows += scratch_rows(root, params, test_df)
-    table = accuracy_table(rows)
-    print(markdown(table))
-    result = {"data": args.data, "only": args.only,
-              "images_by_split": cache.meta["n_by_split"],
-              "classes": len(cache.meta["classes"]),
-              "backbone": f"{BACKBONE} {cache.meta['image_size']} px, offline weights",
-              "feature_pass_seconds_per_view": round(view_seconds(cache), 1),
-              "data_stage_seconds": {k: round(v, 1) for k, v in prep.items()},
-              "before": {k: list(v) if isinstance(v, tuple) else v for k, v in BEFORE.items()},
-              "train_transfer": params["train_transfer"] | {"weights": "offline mobilenetv2 160"},
-              "table": table.to_dict(orient="records"),
-              "note": "test split of the pipeline's stratified split (seed 42); ImageNet-"
-                      "pretrained backbones have seen some Stanford Dogs photos and the offline "
-                      "weights were fine-tuned on 19 other Stanford Dogs breeds: transfer rows "
-                      "are flattered."}
-    write_result(args.name or f"{NAME}_{args.data}", result, load_before)
+        # Stored row by row: the scratch trainings take most of the run.
+        print(markdown(accuracy_table(rows)), flush=True)
+        write_result(name, summary(args, params, cache, prep, rows, partial=True), load_before)
+        for row in scratch_rows(root, params, test_df):
+            rows.append(row)
+            write_result(name, summary(args, params, cache, prep, rows, partial=True),
+                         load_before)
+    result = summary(args, params, cache, prep, rows, partial=False)
+    print(markdown(accuracy_table(rows)))
+    write_result(name, result, load_before)
     return result
+
+
+def summary(args: argparse.Namespace, params: dict, cache, prep: dict, rows: list[dict], *,
+            partial: bool) -> dict:
+    """What the results file holds: the table and where it came from."""
+    table = accuracy_table(rows)
+    return {"data": args.data, "only": args.only, "partial": partial,
+            "images_by_split": cache.meta["n_by_split"],
+            "classes": len(cache.meta["classes"]),
+            "backbone": f"{BACKBONE} {cache.meta['image_size']} px, offline weights",
+            "feature_pass_seconds_per_view": round(view_seconds(cache), 1),
+            "data_stage_seconds": {k: round(v, 1) for k, v in prep.items()},
+            "before": {k: list(v) if isinstance(v, tuple) else v for k, v in BEFORE.items()},
+            "train_transfer": params["train_transfer"] | {"weights": "offline mobilenetv2 160"},
+            "table": table.to_dict(orient="records"),
+            "note": "test split of the pipeline's stratified split (seed 42); ImageNet-"
+                    "pretrained backbones have seen some Stanford Dogs photos and the offline "
+                    "weights were fine-tuned on 19 other Stanford Dogs breeds: transfer rows "
+                    "are flattered."}
 
 
 if __name__ == "__main__":
