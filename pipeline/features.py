@@ -2,8 +2,9 @@
 
 ``python -m pipeline.features mobilenetv2`` reads ``data/augmented/dataset.parquet`` and
 writes ``data/features/mobilenetv2/`` ({train,val,test}.npy, index.parquet, meta.json,
-backbone.weights.h5). ``train_transfer@<backbone>`` trains heads on it without touching the
-images, so changing head params reruns only that stage.
+backbone.weights.h5; with ``flip_views`` also {train,val,test}.flipped.npy, the mirror
+images'). ``train_transfer@<backbone>`` trains heads on it without touching the images, so
+changing head params reruns only that stage.
 
 Across processes or machines (docs/scaling.md): ``--shard i/N`` computes one slice into
 ``data/features/<backbone>.shards/`` (no MLflow run), then ``--merge N`` writes the same cache
