@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -285,6 +286,8 @@ def main(argv: list[str] | None = None) -> dict:
     from dogbreeds.models import evaluation, features, fit
     from dogbreeds.models.transfer import TransferSettings
 
+    # Every model trains from zero: no resume backups or tuner trials of an earlier run.
+    shutil.rmtree(root / "checkpoints", ignore_errors=True)
     fit.seed_everything(int(params["base"]["seed"]))
     cache_dir = root / TransferSettings.from_params(params, BACKBONE).cache_dir
     cache = features.load_feature_cache(cache_dir)
