@@ -25,7 +25,11 @@ RUNS = {"transfer_stage": [
     ["transfer_cache", "--synthetic", "3000", "--skip-recompute", "--repeats", "1",
      "--name", "transfer_stage_3000"],
     ["transfer_cache", "--synthetic", "20580", "--breeds", "120", "--skip-recompute",
-     "--repeats", "1", "--name", "transfer_stage_20580"]]}
+     "--repeats", "1", "--name", "transfer_stage_20580"]],
+    # The probe and heads on the dev set (~4 min); the scratch rows take over an hour:
+    # `python -m benchmarks.accuracy --data dev` on its own.
+    "accuracy": [["accuracy", "--data", "dev", "--only", "transfer",
+                  "--name", "accuracy_dev_transfer"]]}
 
 
 def main(argv: list[str] | None = None) -> int:

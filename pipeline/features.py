@@ -2,8 +2,9 @@
 
 ``python -m pipeline.features mobilenetv2`` reads ``data/augmented/dataset.parquet`` and
 writes ``data/features/mobilenetv2/`` ({train,val,test}.npy, index.parquet, meta.json,
-backbone.weights.h5). ``train_transfer@<backbone>`` trains heads on it without touching the
-images, so changing head params reruns only that stage.
+backbone.weights.h5; with ``flip_views`` also {train,val,test}.flipped.npy, the mirror
+images'). ``train_transfer@<backbone>`` trains heads on it without touching the images, so
+changing head params reruns only that stage.
 
 Across processes or machines (docs/scaling.md): ``--shard i/N`` computes one slice into
 ``data/features/<backbone>.shards/`` (no MLflow run), then ``--merge N`` writes the same cache
@@ -24,7 +25,8 @@ from dogbreeds.tracking import store
 from pipeline.common import load_params, project_root
 
 STAGE = "features"
-PARAMS = ("weights", "image_size", "pooling", "use_augmented", "batch_size", "features_dir")
+PARAMS = ("weights", "image_size", "pooling", "use_augmented", "flip_views", "batch_size",
+          "features_dir")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
             by_split, index, meta, extractor = features.compute_feature_cache(
                 df, datasets.class_names(df), name, settings.weights, settings.image_size,
                 settings.pooling, settings.batch_size, root,
-                use_augmented=settings.use_augmented)
+                use_augmented=settings.use_augmented, flip_views=settings.flip_views)
             features.save_feature_cache(cache_dir, by_split, index, meta,
                                         backbone=backbones.find_backbone(extractor))
         mlflow.log_metrics({"images": meta["n"], "seconds": meta["seconds"],
@@ -84,12 +86,14 @@ def compute_shard(params: dict, root, settings: features.FeatureSettings, index:
     by_split, rows, meta, extractor = features.compute_feature_cache(
         df, datasets.class_names(df), settings.backbone, settings.weights,
         settings.image_size, settings.pooling, settings.batch_size, root,
-        use_augmented=settings.use_augmented,
+        use_augmented=settings.use_augmented, flip_views=settings.flip_views,
         shard=shards.shard_slice(n_rows, index, count))
     flat = np.concatenate([by_split[s] for s in datasets.SPLITS])  # back in row order
+    flipped = (np.concatenate([by_split[features.flipped_key(s)] for s in datasets.SPLITS])
+               if settings.flip_views else None)
     out = shards.save_shard(shards.shard_dir(root / settings.cache_dir, index, count), flat,
                             rows, {**meta, "shard": [index, count]},
-                            backbone=backbones.find_backbone(extractor))
+                            backbone=backbones.find_backbone(extractor), flipped=flipped)
     print(f"{STAGE}@{settings.backbone} shard {index}/{count}: {meta['n']} images in "
           f"{meta['seconds']:.1f} s ({meta['images_per_second']:.1f} images/s) -> {out}")
 

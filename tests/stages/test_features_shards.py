@@ -63,10 +63,13 @@ def test_two_shards_merge_into_the_one_process_cache(tmp_path):
     merged = features.load_feature_cache(sharded / "data" / "features" / "mobilenetv2")
     reference = features.load_feature_cache(single / "data" / "features" / "mobilenetv2")
     pd.testing.assert_frame_equal(merged.index, reference.index)
-    for split in ("train", "val", "test"):
-        assert merged.features[split].shape == reference.features[split].shape
-        np.testing.assert_allclose(merged.features[split].astype(np.float32),
-                                   reference.features[split].astype(np.float32),
+    # params.yaml's flip_views: the mirror-image views are merged row for row too.
+    assert merged.has_flipped == reference.has_flipped == bool(reference.meta.get("flip_views"))
+    assert set(merged.features) == set(features.cache_keys(reference.meta))
+    for key in features.cache_keys(reference.meta):
+        assert merged.features[key].shape == reference.features[key].shape
+        np.testing.assert_allclose(merged.features[key].astype(np.float32),
+                                   reference.features[key].astype(np.float32),
                                    atol=ATOL, rtol=RTOL)
     for key in ("fingerprint", "n", "n_by_split", "feature_shape", "classes"):
         assert merged.meta[key] == reference.meta[key], key

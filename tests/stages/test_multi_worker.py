@@ -120,8 +120,8 @@ def mlflow_steps(project: Path, run_id: str) -> list[int]:
                     reason=f"offline pretrained weights absent: {SHARED_WEIGHTS}")
 def test_transfer_fine_tuning_trains_on_two_workers(tmp_path):
     transfer = {"weights": str(SHARED_WEIGHTS), "image_size": {"mobilenetv2": 32},
-                "epochs": 15, "batch_size": 8, "dense": [16], "fine_tune_layers": 10,
-                "fine_tune_epochs": 2, "fine_tune_learning_rate": 1e-4,
+                "epochs": 15, "head_steps": None, "batch_size": 8, "dense": [16],
+                "fine_tune_layers": 10, "fine_tune_epochs": 2, "fine_tune_learning_rate": 1e-4,
                 "use_augmented": False}
     multi = _project(tmp_path / "multi", {**MULTI, "distribute": "none"},
                      train_transfer=transfer)

@@ -47,8 +47,8 @@ def test_stages_with_a_weights_path_and_fine_tuning(tmp_path, monkeypatch):
     files = fakedata.make_tree(project, per_breed=12, size=40)
     df = fakedata.dataset_frame(project, files, val=3, test=2)
     make_project(project, df, weights=str(SHARED_WEIGHTS), image_size={"mobilenetv2": 32},
-                 epochs=15, batch_size=8, dense=[16], fine_tune_layers=10, fine_tune_epochs=2,
-                 fine_tune_learning_rate=1e-4)
+                 epochs=15, head_steps=None, batch_size=8, dense=[16], fine_tune_layers=10,
+                 fine_tune_epochs=2, fine_tune_learning_rate=1e-4)
     run_stages(project, monkeypatch, "mobilenetv2")
 
     cache = project / "data" / "features" / "mobilenetv2"
@@ -106,8 +106,8 @@ def test_real_sample_reaches_90_percent(tmp_path, monkeypatch, capsys):
     df = pd.DataFrame(rows)
     rng = np.random.default_rng(0)
     df["split"] = rng.choice(["train", "val", "test"], size=len(df), p=[0.7, 0.15, 0.15])
-    make_project(project, df, weights=str(SHARED_WEIGHTS), image_size={"mobilenetv2": 160},
-                 epochs=20)
+    # The head with params.yaml's defaults (step budget, flip views, test-time flip).
+    make_project(project, df, weights=str(SHARED_WEIGHTS), image_size={"mobilenetv2": 160})
     run_stages(project, monkeypatch, "mobilenetv2")
     metrics = json.loads((project / "models" / "mobilenetv2" / "metrics.json").read_text())
     meta = json.loads((project / "data" / "features" / "mobilenetv2" / "meta.json").read_text())

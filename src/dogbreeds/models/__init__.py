@@ -6,6 +6,6 @@ so a stage depends only on the modules it uses.
 
 __all__ = ["backbones", "baseline", "builders", "calibration", "comparison", "conformal",
            "distribute", "evaluation", "features", "fit", "gate", "modeldir", "multiworker",
-           "novelty", "record",
+           "novelty", "probe", "record",
            "scratch", "shards", "transfer", "trust", "trust_report", "tuners", "tuning",
            "tuning_cluster"]

@@ -142,10 +142,18 @@ def frozen_features(name: str, weights: str | Path | None, image_size: int,
     with ``training=False`` (BatchNorm stays in inference mode even while upper layers are
     fine-tuned), ending with global ``pooling`` (avg/max) or its spatial map (else).
     """
+    preprocess, backbone = frozen_parts(name, weights, image_size, pooling)
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    return inputs, backbone(preprocess(inputs), training=False)
+
+
+def frozen_parts(name: str, weights: str | Path | None, image_size: int,
+                 pooling: str | None) -> tuple[keras.layers.Layer, keras.Model]:
+    """``(preprocessing layer, frozen backbone)``: what :func:`frozen_features` chains, for a
+    graph that runs them on more than one input (test-time flip)."""
     backbone = build_backbone(name, weights, image_size, pooling=pooling)
     backbone.trainable = False
-    inputs = keras.Input((image_size, image_size, 3), name="image")
-    return inputs, backbone(preprocess_layer(name)(inputs), training=False)
+    return preprocess_layer(name), backbone
 
 
 def find_backbone(model: keras.Model) -> keras.Model:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import keras
+import numpy as np
 
-from dogbreeds.models.backbones import frozen_features
+from dogbreeds.models.backbones import frozen_parts
 
 POOLINGS = ("avg", "max", "flatten")
 
@@ -130,16 +131,46 @@ def build_head(input_shape: Sequence[int], num_classes: int, dense: list[int], d
     return compile_classifier(head, learning_rate, num_classes)
 
 
+def mirror_layer(image_size: int, name: str = "mirror") -> keras.Sequential:
+    """A fixed layer that flips ``[B, S, S, C]`` images left-right, from built-in layers only.
+
+    The width axis is moved last and multiplied by the reversing permutation matrix (a frozen
+    bias-free Dense, exact in float32), then moved back: a saved model holding it loads
+    anywhere without custom objects, like the backbones' preprocessing
+    (:func:`dogbreeds.models.backbones.preprocess_layer`).
+    """
+    reverse = keras.layers.Dense(image_size, use_bias=False, trainable=False,
+                                 name=f"{name}_reverse")
+    reverse.build((None, image_size))
+    reverse.set_weights([np.eye(image_size, dtype=np.float32)[::-1].copy()])
+    return keras.Sequential([keras.layers.Permute((1, 3, 2), name=f"{name}_width_last"),
+                             reverse,
+                             keras.layers.Permute((1, 3, 2), name=f"{name}_width_back")],
+                            name=name)
+
+
 def build_transfer_model(backbone_name: str, weights, image_size: int, head: keras.Model,
-                         pooling: str = "avg", learning_rate: float = 1e-3) -> keras.Model:
+                         pooling: str = "avg", learning_rate: float = 1e-3,
+                         test_time_flip: bool = False) -> keras.Model:
     """Raw 0–255 image → backbone's preprocessing → frozen backbone → ``head``.
 
     The backbone ends with global ``pooling`` when the head takes vectors (avg/max), and
     keeps its spatial map when the head does its own (flatten), matching how the features
     the head was trained on were computed (:mod:`dogbreeds.models.features`).
+
+    ``test_time_flip``: the backbone also sees the mirror image and the head reads the mean
+    of the two feature vectors (layer ``flip_average``) — one head call, so the trust
+    layer's novelty features (the head's input) and probabilities describe the same
+    averaged view in evaluation and in serving. Costs a second backbone pass per photo.
     """
-    inputs, features = frozen_features(backbone_name, weights, image_size,
-                                       pooling if len(head.input.shape) == 2 else None)
+    preprocess, backbone = frozen_parts(backbone_name, weights, image_size,
+                                        pooling if len(head.input.shape) == 2 else None)
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    features = backbone(preprocess(inputs), training=False)
+    if test_time_flip:
+        # The same backbone (the same weights) and preprocessing, on the mirror image.
+        mirrored = backbone(preprocess(mirror_layer(image_size)(inputs)), training=False)
+        features = keras.layers.Average(name="flip_average")([features, mirrored])
     outputs = head(features)
     model = keras.Model(inputs, outputs, name=f"{backbone_name}_transfer")
     return compile_classifier(model, learning_rate, int(head.output.shape[-1]))

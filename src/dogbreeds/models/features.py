@@ -8,7 +8,9 @@ Cache layout (``data/features/<backbone>/``): ``{train,val,test}.npy`` (float16)
 ``index.parquet`` (one row per feature row: path, breed, split, label, origin),
 ``meta.json`` and ``backbone.weights.h5`` — the exact backbone weights the features came
 from, so the assembled model matches them even with random (``weights: none``) init and
-without downloading anything again.
+without downloading anything again. With ``flip_views`` also ``{split}.flipped.npy``: the
+features of each row's mirror image (horizontal flip), row for row — a second view for the
+head to train on and for test-time flip averaging (:mod:`dogbreeds.models.transfer`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from dogbreeds.models.backbones import frozen_features, image_size_for
 from dogbreeds.settings import from_section, section
 
 BACKBONE_WEIGHTS = "backbone.weights.h5"
+FLIPPED = "flipped"  # the mirror-image view: ``features["<split>.flipped"]``
 INDEX_COLUMNS = ["path", "breed", "split", "label", "origin"]
 SECTION = "train_transfer"  # the features stage reads the transfer section's backbone keys
 
@@ -50,6 +53,8 @@ class FeatureSettings:
         image_size: the input side for this backbone, resolved from ``train_transfer.image_size``
             (an int for all, a per-backbone mapping, or empty: the backbone's default).
         batch_size: images per backbone batch.
+        flip_views: also cache the features of every photo's mirror image (a second
+            backbone pass).
     """
 
     backbone: str
@@ -57,6 +62,7 @@ class FeatureSettings:
     image_size: int
     pooling: Literal["avg", "max", "flatten"]
     use_augmented: bool
+    flip_views: bool
     batch_size: int
     features_dir: Path
 
@@ -77,9 +83,15 @@ class _ImageSizes:
     image_size: dict | int | None
 
 
+def flipped_key(split: str) -> str:
+    """The key (and file stem) of a split's mirror-image features."""
+    return f"{split}.{FLIPPED}"
+
+
 @dataclass
 class FeatureCache:
-    """A loaded cache: features per split, their index rows (same order), and meta."""
+    """A loaded cache: features per split (and per ``<split>.flipped`` view when cached),
+    their index rows (same order), and meta."""
 
     features: dict[str, np.ndarray]
     index: pd.DataFrame
@@ -88,6 +100,21 @@ class FeatureCache:
 
     def labels(self, split: str) -> np.ndarray:
         return self.index.loc[self.index["split"] == split, "label"].to_numpy(np.int32)
+
+    @property
+    def has_flipped(self) -> bool:
+        return all(flipped_key(s) in self.features for s in SPLITS)
+
+    def flipped(self, split: str) -> np.ndarray:
+        """The mirror-image features of ``split`` (row for row with ``features[split]``).
+
+        Raises:
+            ValueError: when the cache was computed without ``flip_views``.
+        """
+        if not self.has_flipped:
+            raise ValueError(f"the feature cache {self.directory} has no mirror-image views "
+                             "(set train_transfer.flip_views: true and rerun the features stage)")
+        return self.features[flipped_key(split)]
 
     @property
     def backbone_weights(self) -> Path:
@@ -110,11 +137,12 @@ def feature_extractor(backbone_name: str, weights, image_size: int, pooling: str
 
 def extract_features(df: pd.DataFrame, backbone_name: str, weights, image_size: int,
                      pooling: str, batch_size: int, root: Path = Path("."), *,
-                     extractor: keras.Model | None = None) -> np.ndarray:
+                     extractor: keras.Model | None = None, flip: bool = False) -> np.ndarray:
     """Features of every row of ``df`` (same order), computed by the frozen backbone.
 
     Images stream from disk through :func:`dogbreeds.data.datasets.make_dataset`. Pass ``extractor``
-    to reuse an already-built model (and its weights) across calls.
+    to reuse an already-built model (and its weights) across calls; ``flip`` computes the
+    features of the mirror images (flipped left-right after decoding).
 
     Returns:
         float32 ``[N, C]`` for avg/max pooling, ``[N, h, w, C]`` for flatten.
@@ -124,7 +152,15 @@ def extract_features(df: pd.DataFrame, backbone_name: str, weights, image_size: 
         return np.zeros((0, *extractor.output.shape[1:]), np.float32)
     ds = make_dataset(df, sorted(set(df["breed"])), image_size, batch_size, root=root,
                       with_labels=False)
+    if flip:
+        ds = ds.map(mirror)
     return np.asarray(extractor.predict(ds, verbose=0), dtype=np.float32)
+
+
+def mirror(images):
+    """Left-right flip of a ``[B, H, W, C]`` batch (the view ``flip_views`` caches; the same
+    op as the test-time flip inside the assembled model, :mod:`dogbreeds.models.builders`)."""
+    return keras.ops.flip(images, axis=2)
 
 
 def input_fingerprint(df: pd.DataFrame, root: Path, settings: dict) -> str:
@@ -142,13 +178,15 @@ def cache_frames(df: pd.DataFrame, use_augmented: bool) -> pd.DataFrame:
 
 def compute_feature_cache(df: pd.DataFrame, classes: list[str], backbone_name: str, weights,
                           image_size: int, pooling: str, batch_size: int, root: Path,
-                          use_augmented: bool = False, shard: slice | None = None
+                          use_augmented: bool = False, shard: slice | None = None,
+                          flip_views: bool = False
                           ) -> tuple[dict[str, np.ndarray], pd.DataFrame, dict, keras.Model]:
     """Run the backbone once over the dataset; return (features by split, index, meta, extractor).
 
     One pass over all rows (not one per split) so the timing is one clean measurement.
     ``shard`` computes only those rows (:mod:`dogbreeds.models.shards`); the fingerprint
-    still covers the whole input.
+    still covers the whole input. ``flip_views`` adds a second pass over the mirror images:
+    ``features["<split>.flipped"]``, row for row (:func:`flipped_key`).
     """
     rows = all_rows = cache_frames(df, use_augmented)
     if shard is not None:
@@ -158,19 +196,25 @@ def compute_feature_cache(df: pd.DataFrame, classes: list[str], backbone_name: s
     index = index[INDEX_COLUMNS]
     extractor = feature_extractor(backbone_name, weights, image_size, pooling)
     start = time.perf_counter()
-    feats = extract_features(rows, backbone_name, weights, image_size, pooling, batch_size,
-                             root, extractor=extractor)
+    views = [False, True] if flip_views else [False]
+    by_split = {}
+    for flip in views:
+        feats = extract_features(rows, backbone_name, weights, image_size, pooling, batch_size,
+                                 root, extractor=extractor, flip=flip)
+        by_split.update({flipped_key(s) if flip else s: feats[(index["split"] == s).to_numpy()]
+                         for s in SPLITS})
     seconds = time.perf_counter() - start
-    by_split = {s: feats[(index["split"] == s).to_numpy()] for s in SPLITS}
     settings = {"backbone": backbone_name, "weights": str(weights), "image_size": image_size,
                 "pooling": pooling, "use_augmented": use_augmented, "classes": classes}
+    if flip_views:  # only when on: caches made before the option keep their fingerprint
+        settings["flip_views"] = True
     meta = {
         **settings,
         "feature_shape": list(feats.shape[1:]),
         "n": int(len(rows)),
         "n_by_split": {s: int(len(by_split[s])) for s in SPLITS},
         "seconds": round(seconds, 3),
-        "images_per_second": round(len(rows) / max(seconds, 1e-9), 3),
+        "images_per_second": round(len(rows) * len(views) / max(seconds, 1e-9), 3),
         "fingerprint": input_fingerprint(all_rows, root, settings),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -182,23 +226,34 @@ def save_feature_cache(out_dir: Path, features_by_split: dict[str, np.ndarray],
                        backbone: keras.Model | None = None) -> Path:
     """Write the cache (see module docstring); ``backbone``'s weights too when given.
 
+    ``features_by_split`` holds every split and, when ``meta["flip_views"]``, every
+    ``<split>.flipped`` view.
+
     Raises:
         ValueError: when the index rows do not match the feature rows.
     """
     out_dir = Path(out_dir)
-    for split in SPLITS:
+    keys = cache_keys(meta)
+    for key in keys:
+        split = key.split(".")[0]
         n_index = int((index_df["split"] == split).sum())
-        n_feats = len(features_by_split.get(split, []))
+        n_feats = len(features_by_split.get(key, []))
         if n_index != n_feats:
-            raise ValueError(f"{split}: {n_feats} feature rows but {n_index} index rows")
+            raise ValueError(f"{key}: {n_feats} feature rows but {n_index} index rows")
     out_dir.mkdir(parents=True, exist_ok=True)
-    for split in SPLITS:
-        np.save(out_dir / f"{split}.npy", np.asarray(features_by_split[split], np.float16))
+    for key in keys:
+        np.save(out_dir / f"{key}.npy", np.asarray(features_by_split[key], np.float16))
     index_df.to_parquet(out_dir / "index.parquet", index=False)
     if backbone is not None:
         backbone.save_weights(out_dir / BACKBONE_WEIGHTS)
     write_json(out_dir / "meta.json", meta)
     return out_dir
+
+
+def cache_keys(meta: dict) -> list[str]:
+    """The feature arrays a cache with this meta holds: the splits, then their flipped views."""
+    flipped = [flipped_key(s) for s in SPLITS] if meta.get("flip_views") else []
+    return [*SPLITS, *flipped]
 
 
 def load_feature_cache(directory: Path) -> FeatureCache:
@@ -210,13 +265,15 @@ def load_feature_cache(directory: Path) -> FeatureCache:
     directory = Path(directory)
     # The backbone's exact weights too: a head is only valid on the backbone that made its
     # features (with ``weights: none`` a rebuilt backbone would be another random one).
+    meta_file = directory / "meta.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    keys = cache_keys(meta)
     missing = [n for n in ("meta.json", "index.parquet", BACKBONE_WEIGHTS,
-                           *(f"{s}.npy" for s in SPLITS))
+                           *(f"{k}.npy" for k in keys))
                if not (directory / n).is_file()]
     if missing:
         raise FileNotFoundError(f"incomplete feature cache {directory}: missing {missing} "
                                 "(run the features stage)")
-    features = {s: np.load(directory / f"{s}.npy") for s in SPLITS}
+    features = {k: np.load(directory / f"{k}.npy") for k in keys}
     index = pd.read_parquet(directory / "index.parquet")
-    meta = json.loads((directory / "meta.json").read_text())
     return FeatureCache(features=features, index=index, meta=meta, directory=directory)

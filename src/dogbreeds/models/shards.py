@@ -20,9 +20,10 @@ import pandas as pd
 
 from dogbreeds.data.datasets import SPLITS
 from dogbreeds.jsonfile import write_json
-from dogbreeds.models.features import BACKBONE_WEIGHTS
+from dogbreeds.models.features import BACKBONE_WEIGHTS, FLIPPED, flipped_key
 
 FEATURES_FILE = "features.npy"
+FLIPPED_FILE = f"features.{FLIPPED}.npy"  # with flip_views: the mirror images', row for row
 INDEX_FILE = "index.parquet"
 META_FILE = "meta.json"
 
@@ -56,13 +57,16 @@ def shard_dir(cache_dir: Path, index: int, count: int) -> Path:
 
 
 def save_shard(directory: Path, features: np.ndarray, index: pd.DataFrame, meta: dict,
-               backbone=None) -> Path:
-    """Write one shard: its feature rows (float32), their index rows, and meta."""
+               backbone=None, flipped: np.ndarray | None = None) -> Path:
+    """Write one shard: its feature rows (float32), their index rows, and meta; ``flipped``:
+    the mirror-image features of the same rows (``flip_views``)."""
     directory = Path(directory)
     if directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
     np.save(directory / FEATURES_FILE, np.asarray(features, np.float32))
+    if flipped is not None:
+        np.save(directory / FLIPPED_FILE, np.asarray(flipped, np.float32))
     index.to_parquet(directory / INDEX_FILE, index=False)
     if backbone is not None:
         backbone.save_weights(directory / BACKBONE_WEIGHTS)
@@ -92,6 +96,10 @@ def merge_shards(cache_dir: Path, count: int
     feats = np.concatenate([np.load(d / FEATURES_FILE) for d in dirs])
     index = pd.concat([pd.read_parquet(d / INDEX_FILE) for d in dirs], ignore_index=True)
     by_split = {s: feats[(index["split"] == s).to_numpy()] for s in SPLITS}
+    if metas[0].get("flip_views"):
+        flipped = np.concatenate([np.load(d / FLIPPED_FILE) for d in dirs])
+        by_split.update({flipped_key(s): flipped[(index["split"] == s).to_numpy()]
+                         for s in SPLITS})
     seconds = max(m["seconds"] for m in metas)  # the shards ran side by side
     meta = {k: v for k, v in metas[0].items() if k not in ("shard", "n", "seconds",
                                                            "images_per_second")}

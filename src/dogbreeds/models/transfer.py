@@ -7,11 +7,13 @@ phases and records the model like every other (:func:`dogbreeds.models.record.re
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 import tensorflow as tf
 
@@ -40,7 +42,14 @@ class TransferSettings:
     Batch sizes are per replica (:func:`dogbreeds.models.distribute.global_batch_size`).
     ``head_batch_size`` counts feature vectors: vectors are tiny, and with a few thousand of
     them the head's per-step overhead, not its arithmetic, is what a small batch pays for
-    (256 trains the head ~2x faster than 32, ``benchmarks.transfer_cache``).
+    (256 trains the head ~2x faster than 32, ``benchmarks.transfer_cache``). A big batch
+    means few optimizer steps per epoch, so the head's budget is ``head_steps`` optimizer
+    steps (:func:`head_epochs`), whatever the batch and data size; None: ``epochs``.
+
+    ``test_time_flip``: the assembled model averages the backbone features of the photo and
+    of its mirror image (:func:`dogbreeds.models.builders.build_transfer_model`); the head
+    is then validated on the averaged cached views. With a cache holding mirror-image views
+    (``flip_views``) the head trains on both views of every training photo.
     """
 
     backbone: str
@@ -50,8 +59,10 @@ class TransferSettings:
     pooling: Literal["avg", "max", "flatten"]
     learning_rate: float
     epochs: int
+    head_steps: int | None
     batch_size: int
     head_batch_size: int
+    test_time_flip: bool
     early_stopping_patience: int
     fine_tune_layers: int
     fine_tune_epochs: int
@@ -82,6 +93,35 @@ class TransferSettings:
     def fine_tunes(self) -> bool:
         """Whether phase 2 runs (and so needs the images)."""
         return self.fine_tune_layers > 0 and self.fine_tune_epochs > 0
+
+
+def head_epochs(n_vectors: int, batch_size: int, steps: int | None, epochs: int) -> int:
+    """Epochs that give the head ``steps`` optimizer steps over ``n_vectors`` vectors in
+    batches of ``batch_size`` (at least that many; ``epochs`` when ``steps`` is None)."""
+    if steps is None:
+        return epochs
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"head_steps and head_batch_size must be >= 1, got {steps}, {batch_size}")
+    return max(1, math.ceil(steps / max(1, math.ceil(n_vectors / batch_size))))
+
+
+def head_data(cache: FeatureCache, split: str, test_time_flip: bool
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """``(features, labels)`` the head trains (``train``) or is validated (else) on.
+
+    Training uses both views when the cache holds mirror images (twice the rows); other
+    splits see what the assembled model computes: the mean of the two views with
+    ``test_time_flip`` (when cached), the photo's own features otherwise.
+    """
+    x, y = cache.features[split], cache.labels(split)
+    if not cache.has_flipped:
+        return x, y
+    flipped = cache.flipped(split)
+    if split == "train":
+        return np.concatenate([x, flipped]), np.concatenate([y, y])
+    if test_time_flip:
+        return (x.astype(np.float32) + flipped.astype(np.float32)) / 2, y
+    return x, y
 
 
 def train_transfer(cache: FeatureCache, settings: TransferSettings, *, root: Path = Path("."),
@@ -124,23 +164,26 @@ def train_transfer(cache: FeatureCache, settings: TransferSettings, *, root: Pat
     with strategy.scope():
         head = build_head(cache.feature_shape, len(classes), list(s.dense), s.dropout,
                           s.pooling, s.learning_rate)
-    n_train = len(cache.features["train"])
-    train_ds = array_dataset(cache.features["train"], cache.labels("train"), head_batch_size,
-                             shuffle=True, seed=seed)
-    val_ds = array_dataset(cache.features["val"], cache.labels("val"), head_batch_size)
+    train_x, train_y = head_data(cache, "train", s.test_time_flip)
+    n_train = len(train_x)
+    train_ds = array_dataset(train_x, train_y, head_batch_size, shuffle=True, seed=seed)
+    val_ds = array_dataset(*head_data(cache, "val", s.test_time_flip), head_batch_size)
+    epochs = head_epochs(n_train, head_batch_size, s.head_steps, s.epochs)
     # Not backed up: the feature cache is the head's checkpoint, and redoing the head costs
     # less than writing a backup every epoch (~0.1 s each: a third of the head's time).
-    head_fit = fit_model(head, train_ds, val_ds, strategy=strategy, epochs=s.epochs,
+    head_fit = fit_model(head, train_ds, val_ds, strategy=strategy, epochs=epochs,
                          work_dir=work_dir / "head", phase="head", resumable=False,
                          early_stopping_patience=s.early_stopping_patience, verbose=verbose)
     with strategy.scope():
         model = build_transfer_model(name, cache.backbone_weights, image_size, head,
-                                     pooling=s.pooling, learning_rate=s.learning_rate)
+                                     pooling=s.pooling, learning_rate=s.learning_rate,
+                                     test_time_flip=s.test_time_flip)
     histories, seconds = [head_fit.history], head_fit.seconds
     images_per_second = n_train * head_fit.epochs_run / max(head_fit.seconds, 1e-9)
     extra = {"head_seconds": round(head_fit.seconds, 3), "head_epochs": len(head_fit.history),
              "head_features_per_second": round(images_per_second, 3),
              "head_batch_size": head_batch_size,
+             "head_steps": int(head.optimizer.iterations.numpy()),  # optimizer steps taken
              "backbone_pass_seconds": float(cache.meta.get("seconds", float("nan"))),
              "fine_tune_epochs": 0}
     if s.fine_tunes:

@@ -52,6 +52,30 @@ def test_cached_features_are_the_extractors_output(cache_dir):
                                rtol=2e-3, atol=2e-3)
 
 
+def test_flip_views_are_the_mirror_images_features(tmp_path):
+    """``flip_views``: a second view per row, the extractor's output on the mirrored photo,
+    saved and loaded row for row."""
+    import keras
+
+    work, _, out = fake_feature_cache(tmp_path, flip_views=True)
+    cache = features.load_feature_cache(out)
+    assert cache.has_flipped and cache.meta["flip_views"] is True
+    for split in datasets.SPLITS:
+        assert cache.flipped(split).shape == cache.features[split].shape
+    rows = cache.index[cache.index["split"] == "test"]
+    images = next(iter(datasets.make_dataset(rows, cache.meta["classes"], 32, 64, root=work,
+                                             with_labels=False))).numpy()
+    extractor = features.feature_extractor(BACKBONE, cache.backbone_weights, 32, "avg")
+    mirrored = extractor.predict(images[:, :, ::-1], verbose=0)
+    np.testing.assert_allclose(cache.flipped("test").astype(np.float32), mirrored,
+                               rtol=2e-3, atol=2e-3)
+    assert not np.allclose(mirrored, extractor.predict(images, verbose=0), atol=1e-2)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(features.mirror(images)),
+                                  images[:, :, ::-1])
+    plain = features.load_feature_cache(fake_feature_cache(tmp_path / "plain")[2])
+    assert not plain.has_flipped and "flip_views" not in plain.meta
+
+
 def test_fingerprint_depends_on_inputs(cache_dir):
     work, df, _ = cache_dir
     rows = df[df["origin"] == "original"]

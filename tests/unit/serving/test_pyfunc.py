@@ -161,3 +161,28 @@ def test_a_model_without_a_trust_bundle_answers_ok_with_its_top_breed(classifier
     answers = pyfunc.predict_images(classifier, [tm.breed_jpeg("papillon")], top_k=2)
     assert answers.loc[0, "status"] == "ok" and answers.loc[0, "candidates"] == ["papillon"]
     assert answers.loc[0, "novelty"] is None
+
+
+@pytest.mark.parametrize("test_time_flip", [True, False])
+def test_a_test_time_flip_model_answers_a_photo_and_its_mirror_alike(tmp_path, test_time_flip):
+    """The flip averaging lives in the saved model, so the registered pyfunc applies it: a
+    photo and its mirror image get the same probabilities (and, without it, do not)."""
+    from dogbreeds.models.builders import build_head, build_transfer_model
+    from dogbreeds.models.fit import seed_everything
+
+    seed_everything(0)
+    head = build_head((2048,), len(tm.CLASSES), [16], 0.0, "avg", 1e-3)
+    # Random-init ResNet50 (informative features, unlike a random MobileNetV2's).
+    model = build_transfer_model("resnet50", None, tm.SIZE, head, test_time_flip=test_time_flip)
+    model.save(tmp_path / "model.keras")
+    store.configure(tmp_path, "flip")
+    with mlflow.start_run():
+        info = pyfunc.log_classifier(tmp_path / "model.keras", tm.CLASSES, tm.SIZE)
+    classifier = pyfunc.load_classifier(info.model_uri)
+    photo = rgb("papillon", 40, 40)
+    photo[:, :20] = 255 - photo[:, :20]  # left and right differ
+    out = pyfunc.predict_images(classifier, [photo, photo[:, ::-1].copy()],
+                                top_k=len(tm.CLASSES))
+    probs = [{r["breed"]: r["probability"] for r in row} for row in out["top_k"]]
+    same = all(probs[0][b] == pytest.approx(probs[1][b], abs=1e-5) for b in tm.CLASSES)
+    assert same is test_time_flip
