@@ -34,6 +34,7 @@ def test_stage_writes_split_summary_and_mlflow_run(tmp_path, fake_tree):
     (run,) = stage_runs(project, "split")
     client = mlflow.MlflowClient(store.local_tracking_uri(project))
     assert run.data.metrics["train"] == 12 and run.data.params["split.method"] == "stratified"
+    assert run.data.metrics["duplicates_across_splits"] == summary["duplicates_aligned"] == 0
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert "figures/split_counts.png" in figures
 

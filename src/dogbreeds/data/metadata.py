@@ -47,6 +47,7 @@ from PIL import Image, UnidentifiedImageError
 from dogbreeds.data import photos, sources
 from dogbreeds.data.sources import LocalSource
 from dogbreeds.data.tables import STANFORD_SOURCE, as_table
+from dogbreeds.hashing import file_sha256
 from dogbreeds.settings import from_section, section, value
 
 OK = "ok"
@@ -224,6 +225,14 @@ def _relative(path: Path, root: Path | None) -> str:
     return (path.relative_to(root) if root is not None else path).as_posix()
 
 
+def _content_hash(path: Path, info: ImageInfo) -> str:
+    """SHA-256 of the raw file's bytes, which ``split`` uses to keep byte-identical copies in
+    one split; ``""`` for a file that can never be usable (nothing to keep together)."""
+    if info.status not in USABLE_STATUSES | {NEEDS_CONVERSION}:
+        return ""
+    return file_sha256(path)
+
+
 def _row(image_path: Path, folder: str, annotation_dir: Path, relative_to: Path | None) -> dict:
     wnid, breed = parse_folder(folder)
     info = inspect_image(image_path)
@@ -233,7 +242,8 @@ def _row(image_path: Path, folder: str, annotation_dir: Path, relative_to: Path 
             "width": info.width, "height": info.height, "channels": info.channels,
             "format": info.format, "bytes": info.bytes, "boxes": boxes, "n_boxes": len(boxes),
             "status": info.status, "reason": info.reason, "origin": "original",
-            "source": STANFORD_SOURCE, "original_path": rel, "new_class": False}
+            "source": STANFORD_SOURCE, "original_path": rel, "new_class": False,
+            "sha256": _content_hash(image_path, info)}
 
 
 def _local_row(image_path: Path, source: str, label: str, folder: str, wnid: str | None,
@@ -245,7 +255,8 @@ def _local_row(image_path: Path, source: str, label: str, folder: str, wnid: str
             "width": info.width, "height": info.height, "channels": info.channels,
             "format": info.format, "bytes": info.bytes, "boxes": [], "n_boxes": 0,
             "status": info.status, "reason": info.reason, "origin": "original",
-            "source": source, "original_path": rel, "new_class": wnid is None}
+            "source": source, "original_path": rel, "new_class": wnid is None,
+            "sha256": _content_hash(image_path, info)}
 
 
 def local_jobs(source: LocalSource, trained: dict[str, str], stanford_breeds: Sequence[str],

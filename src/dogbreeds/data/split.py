@@ -25,6 +25,15 @@ whatever local sources are added:
   are learned from Stanford's photos anyway, so a local test photo is never of a breed the
   model has not seen. Its train+val photos get folds in turn after a seeded shuffle.
 
+Byte-identical photos (the metadata's ``sha256``) never straddle splits, or the model would be
+tested on copies of its training photos (corrections sent through the demo are often copies
+of test photos). A local photo whose bytes equal a photo placed before it (Stanford's, or an
+earlier local source's, sources taken by name) takes that photo's split and fold, even in a
+``test_only`` source (a copy of a training photo is no test), and stays out of its source's
+draw; copies within one source follow the first of them (by path), which is drawn. Stanford's
+own split is left exactly as it is (a warning counts its copies in two splits). Without the
+column (older metadata) every photo counts as unique.
+
 Photos of a source's new classes (``new_class``: ``mixed``, ``not_a_dog``) stay out of every
 split: the models classify the trained breeds only.
 """
@@ -299,23 +308,64 @@ def split_dataset(df: pd.DataFrame, method: Literal["stratified", "official"],
                                  "use split.method=stratified without them")
             split[stanford] = official_assignment(part, official, val_fraction, seed)
         fold[stanford] = assign_folds(split[stanford], part["breed"], part["path"], folds, seed)
+    content = content_keys(rows)
+    placed = stanford.copy()                 # rows whose split is settled
     for source in sorted(set(rows.loc[~stanford, "source"])):
         members = rows["source"] == source
-        part = rows[members]
+        # A copy of a placed photo follows it; of copies within the source, the first
+        # (by path) is drawn and the others follow it.
+        known = content.isin(content[placed])
+        drawn = members & ~known & ~content.where(members).duplicated()
         if source in test_only:
-            split[members] = "test"
-            continue
-        split[members] = proportional_assignment(part["path"], part["breed"], val_fraction,
-                                                 test_fraction, seed, source)
-        fold[members] = local_folds(split[members], part["path"], folds, seed, source)
+            split[drawn] = "test"
+        else:
+            part = rows[drawn]
+            split[drawn] = proportional_assignment(part["path"], part["breed"], val_fraction,
+                                                   test_fraction, seed, source)
+            fold[drawn] = local_folds(split[drawn], part["path"], folds, seed, source)
+        _follow_first_copy(split, fold, content, members & ~drawn, placed | drawn)
+        placed |= members
     rows["split"] = split.astype(str)
     rows["fold"] = fold
+    _warn_about_stanford_copies(rows[stanford], content[stanford])
     return rows
 
 
+def content_keys(rows: pd.DataFrame) -> pd.Series:
+    """What makes two rows the same photo: the ``sha256`` column, or the row's own path where
+    the hash is unknown (``""``, or a table made before the column existed)."""
+    if "sha256" not in rows:
+        return "path:" + rows["path"]
+    hashes = rows["sha256"].fillna("").astype(str)
+    return hashes.where(hashes != "", "path:" + rows["path"])
+
+
+def _follow_first_copy(split: pd.Series, fold: pd.Series, content: pd.Series,
+                       copies: pd.Series, settled: pd.Series) -> None:
+    """Give each row of ``copies`` the split and fold of the first (by path) ``settled`` row
+    with its content: a byte copy of a photo must not land in another split than the photo."""
+    if not copies.any():
+        return
+    leader = pd.Series(content.index[settled], index=content[settled].to_numpy())
+    leaders = content[copies].map(leader[~leader.index.duplicated()])
+    split[copies] = split.loc[leaders].to_numpy()
+    fold[copies] = fold.loc[leaders].to_numpy()
+
+
+def _warn_about_stanford_copies(stanford: pd.DataFrame, content: pd.Series) -> None:
+    """Stanford's split is its own (fixed, and official lists are not ours to move): only say
+    when it holds byte-identical photos in several splits."""
+    straddling = stanford.groupby(content)["split"].nunique()
+    if (straddling > 1).any():
+        log.warning("%d photo(s) of the Stanford archives have byte-identical copies in another "
+                    "split (Stanford's split is kept as it is)", int((straddling > 1).sum()))
+
+
 def summarize(df: pd.DataFrame) -> dict[str, Any]:
-    """Counts for ``summary.json``: per split, per split × breed (``<split>.<breed>``) and per
-    source × split."""
+    """Counts for ``summary.json``: per split, per split × breed (``<split>.<breed>``), per
+    source × split, and the duplicates: ``duplicates_aligned`` (local photos that took the
+    split of a byte-identical photo placed before them) and ``duplicates_across_splits``
+    (contents found in more than one split: only Stanford's own copies can be)."""
     counts = df.groupby(["split", "breed"]).size()
     summary: dict[str, Any] = {"images": int(len(df))}
     for split in SPLITS:
@@ -330,4 +380,9 @@ def summarize(df: pd.DataFrame) -> dict[str, Any]:
         source: {split: int(by_source.get((source, split), 0)) for split in SPLITS}
         for source in sorted(df["source"].unique())
     }
+    content = content_keys(df)
+    local = content[df["source"] != STANFORD]
+    leaders = set(local) - set(content[df["source"] == STANFORD])
+    summary["duplicates_aligned"] = int(len(local) - len(leaders))
+    summary["duplicates_across_splits"] = int((df.groupby(content)["split"].nunique() > 1).sum())
     return summary

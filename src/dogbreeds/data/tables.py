@@ -28,10 +28,14 @@ TABLES = {"build_metadata": "images.parquet", "split": "split.parquet",
 #: ``source`` names where the photo came from (``stanford`` or a ``data.sources`` name),
 #: ``original_path`` the file this row was made from (the raw file of a converted copy, the
 #: original of an augmented one), ``new_class`` marks a label that is not a trained breed
-#: (``mixed``, ``not_a_dog``: recorded, kept out of the classifier).
+#: (``mixed``, ``not_a_dog``: recorded, kept out of the classifier). ``sha256`` is the hash
+#: (:func:`dogbreeds.hashing.file_sha256`) of the raw file the row descends from (its own
+#: bytes before any conversion; an augmented copy keeps its original's): ``split`` keeps
+#: byte-identical photos in one split. ``""`` = unknown (unusable file, or a table made
+#: before the column existed): the row is nobody's duplicate.
 COLUMNS = ["path", "breed", "wnid", "folder", "width", "height", "channels", "format", "bytes",
            "boxes", "n_boxes", "status", "reason", "origin", "source", "original_path",
-           "new_class"]
+           "new_class", "sha256"]
 #: The ``source`` of the Stanford archives' photos (also of rows made before sources existed).
 STANFORD_SOURCE = "stanford"
 _INT_COLUMNS = ("width", "height", "channels", "bytes", "n_boxes")

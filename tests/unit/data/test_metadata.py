@@ -45,6 +45,7 @@ def test_build_metadata_rows_follow_the_contract(raw, tmp_path):
     assert (df["source"] == "stanford").all() and not df["new_class"].any()
     assert sorted(df["breed"].unique()) == ["Chihuahua", "golden_retriever", "papillon"]
     assert df["height"].tolist()[:4] == [48, 52, 56, 48]   # real header sizes, not a guess
+    assert first["sha256"] == fakedata.sha256(tmp_path / first["path"]) and df["sha256"].is_unique
 
 
 def test_boxes_come_from_the_xml_and_bad_xml_gives_none(raw, tmp_path):
@@ -127,6 +128,9 @@ def test_local_source_photos_join_the_table_with_their_source(raw, tmp_path):
     photo = converted[converted["original_path"] == raw]
     assert photo["path"].tolist() == ["data/metadata/converted/shelter/papillon/kennel/photo.jpg"]
     assert photo["status"].tolist() == ["converted"]
+    # The hash is the raw file's (what a copy of it would have), not the converted JPEG's.
+    assert photo["sha256"].tolist() == [fakedata.sha256(tmp_path / raw)]
+    assert local.loc["data/sources/shelter/papillon/broken.jpg", "sha256"] == ""   # never usable
 
     summary = metadata.summarize(converted, ["stanford", "shelter", "feedback"])
     assert summary["breeds"] == 3 and summary["per_breed"]["mixed"] == 2

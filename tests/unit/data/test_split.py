@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -12,7 +13,9 @@ import pytest
 
 from dogbreeds.data import split, tables
 from dogbreeds.data.metadata import build_metadata
+from dogbreeds.data.sources import LocalSource
 from dogbreeds.settings import SettingsError
+from support import fakedata
 from support.project import REMOVED, repo_params
 
 BREED_SIZES = {"Chihuahua": 40, "papillon": 25, "beagle": 12, "kelpie": 3}
@@ -203,6 +206,98 @@ def test_new_classes_stay_out_of_every_split(caplog):
     assert set(result["breed"]) == set(BREED_SIZES)
     assert (result["source"] == "feedback").sum() == 3
     assert "feedback/mixed 2" in caplog.text and "feedback/not_a_dog 1" in caplog.text
+
+
+def copies_of(df: pd.DataFrame, paths: list[str], source: str) -> pd.DataFrame:
+    """Rows of ``source`` holding byte copies of ``paths`` (same ``sha256``), ``copy_<n>.jpg``."""
+    originals = df.set_index("path").loc[paths]
+    return tables.as_table([
+        {"path": f"data/sources/{source}/{row.breed}/copy_{i}.jpg", "breed": row.breed,
+         "folder": f"{source}/{row.breed}", "status": "ok", "source": source,
+         "sha256": row.sha256} for i, row in enumerate(originals.itertuples())])
+
+
+def hashed(df: pd.DataFrame, prefix: str = "stanford") -> pd.DataFrame:
+    """The table with a distinct made-up ``sha256`` per row (``<prefix><n>``)."""
+    return df.assign(sha256=[f"{prefix}{i}" for i in range(len(df))])
+
+
+def test_byte_copies_of_stanford_photos_take_their_split_and_fold():
+    """The leak seen in a real run: staff corrections that are copies of Stanford test photos
+    were drawn into train. A copy follows its original; the Stanford split does not move."""
+    stanford = hashed(table({"Chihuahua": 40, "papillon": 25, "beagle": 12, "kelpie": 3}))
+    alone = split.split_dataset(stanford, "stratified", 0.15, 0.15, 42, 3)
+    tested = alone.loc[alone["split"] == "test", "path"].tolist()[:6]
+    trained = alone.loc[alone["split"] == "train", "path"].tolist()[:2]
+    feedback = pd.concat([copies_of(stanford, tested + trained, "feedback"),
+                          hashed(local_rows("feedback", {"papillon": 4}), "fresh")])
+    result = split.split_dataset(pd.concat([stanford, feedback]), "stratified", 0.15, 0.15, 42, 3)
+    assert digest(result[result["source"] == "stanford"]) == digest(alone)
+    copies = result[result["path"].str.contains("/copy_")].sort_values("path")
+    originals = alone.set_index("path").loc[tested + trained]
+    assert copies["split"].tolist() == originals["split"].tolist() == ["test"] * 6 + ["train"] * 2
+    assert copies["fold"].tolist() == originals["fold"].tolist()
+    fresh = result[result["path"].str.contains("/papillon/[0-9]", regex=True)]
+    assert len(fresh) == 4 and set(fresh["split"]) == {"train", "val", "test"}  # own draw of 4
+    summary = split.summarize(result)
+    assert (summary["duplicates_aligned"], summary["duplicates_across_splits"]) == (8, 0)
+    assert summary["per_source"]["feedback"]["test"] == 6 + 1
+
+
+def test_copies_within_a_source_share_one_split_and_a_test_only_copy_follows_train():
+    shelter = hashed(local_rows("shelter", {"Chihuahua": 10, "papillon": 5}), "shelter")
+    twins = shelter.assign(sha256=shelter["sha256"].where(shelter.index >= 10, "same"))
+    result = stratified(pd.concat([hashed(table()), twins]), folds=2)
+    mine = result[result["source"] == "shelter"]
+    chihuahua = mine[mine["breed"] == "Chihuahua"]
+    assert chihuahua["split"].nunique() == 1 and chihuahua["fold"].nunique() == 1
+    assert split.summarize(result)["duplicates_aligned"] == 9
+    # A test-only source judges, but a copy of a training photo is no judge: it trains.
+    stanford = hashed(table())
+    base = stratified(stanford)
+    train_photo = base.loc[base["split"] == "train", "path"].iloc[0]
+    intake = pd.concat([copies_of(stanford, [train_photo], "intake"),
+                        local_rows("intake", {"beagle": 3})])
+    mixed = stratified(pd.concat([stanford, intake]), test_only=frozenset({"intake"}))
+    got = mixed[mixed["source"] == "intake"].set_index("path")["split"]
+    assert got["data/sources/intake/" + base.set_index("path").loc[train_photo, "breed"]
+               + "/copy_0.jpg"] == "train"
+    assert (got.drop(got.index[got.index.str.contains("copy_")]) == "test").all()
+
+
+def test_without_hashes_every_photo_is_its_own(caplog):
+    """Old metadata (no ``sha256``) or unknown hashes: split as before the column existed."""
+    df = pd.concat([table(), local_rows("shelter", {"Chihuahua": 10, "papillon": 5})])
+    old = stratified(df.drop(columns="sha256"), folds=2)
+    assert "sha256" not in old and split.summarize(old)["duplicates_aligned"] == 0
+    pd.testing.assert_frame_equal(old, stratified(df, folds=2).drop(columns="sha256"))
+    # Stanford's own copies in two splits are left there, with a warning.
+    stanford = hashed(table()).assign(sha256=lambda f: f["sha256"].where(f.index > 1, "twin"))
+    with caplog.at_level(logging.WARNING, logger="dogbreeds.data.split"):
+        result = stratified(stanford, seed=1)
+    straddle = result.loc[result["sha256"] == "twin", "split"].nunique() > 1
+    assert ("byte-identical copies in another split" in caplog.text) == straddle
+    assert split.summarize(result)["duplicates_across_splits"] == int(straddle)
+
+
+def test_a_real_byte_copy_in_a_local_source_lands_in_test(fake_tree, tmp_path):
+    """From files: build_metadata hashes them, split keeps the copy with its original."""
+    root = tmp_path / "proj"
+    shutil.copytree(fake_tree, root / "data" / "raw")
+    source = LocalSource("feedback", Path("data/sources/feedback"), False, ())
+    fakedata.make_source(root / source.path, {"papillon": 3})
+    stanford = build_metadata(root / "data" / "raw", "all", relative_to=root)
+    before = split.split_dataset(stanford, "stratified", 0.2, 0.2, 7, 2)
+    test_photo = before.loc[before["split"] == "test"].iloc[0]
+    original = root / test_photo["path"]
+    copy = root / source.path / test_photo["breed"] / f"{fakedata.sha256(original)}.jpg"
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(original, copy)
+    df = build_metadata(root / "data" / "raw", "all", relative_to=root, local=[source])
+    after = split.split_dataset(df, "stratified", 0.2, 0.2, 7, 2).set_index("path")
+    assert after.loc[copy.relative_to(root).as_posix(), "split"] == "test"
+    assert digest(after[after["source"] == "stanford"].reset_index()) == digest(before)
+    assert split.summarize(after.reset_index())["duplicates_aligned"] == 1
 
 
 @pytest.fixture()
