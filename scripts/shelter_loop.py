@@ -13,7 +13,8 @@ Run it in a project folder where ``make repro-sample`` has run (a champion is re
 4. stops the server and runs ``dvc repro``: prints which stages ran and which were skipped,
    and the metadata rows whose ``source`` is ``feedback``;
 5. shows the registry (``dogbreeds models``) and the judging source of the newest version;
-6. runs ``dogbreeds monitor`` and copies its PNG to ``--png`` (README's picture).
+6. runs ``dogbreeds monitor`` on the version that answered and copies its PNG to ``--png``
+   (README's picture).
 
 Everything it saw is written to ``--out`` as JSON.
 """
@@ -181,8 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     result["models"] = models.stdout
     print(models.stdout)
 
-    monitor = subprocess.run(["dogbreeds", "monitor", "--since", "1d"], capture_output=True,
-                             text=True)
+    # The version that answered the traffic: the new one may have become champion since.
+    answered = result["health"]["model"]
+    monitor = subprocess.run(["dogbreeds", "monitor", "--since", "1d", "--model",
+                              f"models:/{answered['name']}/{answered['version']}"],
+                             capture_output=True, text=True)
     result["monitor"] = {"returncode": monitor.returncode, "stdout": monitor.stdout,
                          "stderr": monitor.stderr[-2000:]}
     print(monitor.stdout, monitor.stderr[-2000:], f"(exit {monitor.returncode})")
