@@ -37,6 +37,8 @@ import requests
 from PIL import Image
 
 PHONE_SIZE = (4032, 3024)
+# The commands of the venv running this script (it need not be activated).
+BIN = Path(sys.executable).parent
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> dict:
@@ -125,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {}
 
     log = open("shelter_loop_serve.log", "w")  # noqa: SIM115 - the server's whole life
-    server = subprocess.Popen(["dogbreeds", "serve", "--port", str(args.port)], stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen([str(BIN / "dogbreeds"), "serve", "--port", str(args.port)],
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         result["health"] = wait_healthy(url, server)
         originals = test_photos(per_breed=6)                      # 4 breeds × 6 = 24
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         server.wait(timeout=60)
         log.close()
 
-    repro = subprocess.run(["dvc", "repro"], capture_output=True, text=True)
+    repro = subprocess.run([str(BIN / "dvc"), "repro"], capture_output=True, text=True)
     out = repro.stdout + repro.stderr
     result["repro"] = {"returncode": repro.returncode,
                        "ran": re.findall(r"Running stage '([^']+)'", out),
@@ -178,13 +180,13 @@ def main(argv: list[str] | None = None) -> int:
         "records")
     print(f"metadata rows with source=feedback: {len(fb)}")
 
-    models = subprocess.run(["dogbreeds", "models"], capture_output=True, text=True)
+    models = subprocess.run([str(BIN / "dogbreeds"), "models"], capture_output=True, text=True)
     result["models"] = models.stdout
     print(models.stdout)
 
     # The version that answered the traffic: the new one may have become champion since.
     answered = result["health"]["model"]
-    monitor = subprocess.run(["dogbreeds", "monitor", "--since", "1d", "--model",
+    monitor = subprocess.run([str(BIN / "dogbreeds"), "monitor", "--since", "1d", "--model",
                               f"models:/{answered['name']}/{answered['version']}"],
                              capture_output=True, text=True)
     result["monitor"] = {"returncode": monitor.returncode, "stdout": monitor.stdout,
