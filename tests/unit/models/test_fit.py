@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 import pytest
 from support.params import PARAMS
 from support.tiny_cnn import TINY_BLOCKS, training_tree
@@ -82,3 +83,65 @@ def test_base_settings_come_from_params_and_name_a_bad_key():
         params["base"]["seed"], params["base"]["experiment"], params["base"]["distribute"])
     with pytest.raises(SettingsError, match=r"base\.seed: expected an integer, got 'x'"):
         fit.BaseSettings.from_params({**params, "base": {**params["base"], "seed": "x"}})
+
+
+def test_the_smoothed_monitor_is_a_moving_average_that_resumes_from_its_last_value():
+    smoother = fit.SmoothedMonitor(0.5)
+    values = []
+    for epoch, loss in enumerate([1.0, 3.0, 1.0]):
+        logs = {"val_loss": loss}
+        smoother.on_epoch_end(epoch, logs)
+        values.append(logs[fit.SMOOTHED])
+    assert values == [1.0, 2.0, 1.5]
+    resumed = fit.SmoothedMonitor(0.5, initial=1.5)
+    logs = {"val_loss": 0.5}
+    resumed.on_epoch_end(3, logs)
+    assert logs[fit.SMOOTHED] == 1.0
+    with pytest.raises(ValueError, match="smoothing weight"):
+        fit.SmoothedMonitor(1.0)
+
+
+class _ScriptedValLoss(keras.callbacks.Callback):
+    """Replaces val_loss by a scripted noisy-but-falling sequence (before the others see it)."""
+
+    SEQUENCE = [1.0, 0.6, 0.9, 0.7, 0.8, 0.65, 0.7, 0.6]
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_loss"] = self.SEQUENCE[epoch]
+
+
+@pytest.mark.parametrize("smoothing, epochs_run", [(0.0, 4), (0.5, 8)])
+def test_early_stopping_on_the_smoothed_loss_follows_the_trend_not_a_lucky_epoch(
+        tree, smoothing, epochs_run):
+    """Raw: the lucky 0.6 of epoch 2 is not beaten within 2 epochs, training stops at 4.
+    Smoothed (1.0, 0.8, 0.85, 0.78, 0.79, 0.72, 0.71, 0.65): new lows keep it going."""
+    root, df = tree
+    classes, _, _, train_ds, val_ds = datasets.train_val_datasets(
+        df, 32, 8, use_augmented=False, seed=0, root=root)
+    model = builders.build_scratch_cnn(len(classes), 32, TINY_BLOCKS[:1], [], 0.0, 1e-3)
+    callbacks = [_ScriptedValLoss()]
+    monitor = "val_loss"
+    if smoothing:
+        callbacks.append(fit.SmoothedMonitor(smoothing))
+        monitor = fit.SMOOTHED
+    callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="min", patience=2))
+    history = model.fit(train_ds, validation_data=val_ds, epochs=8, callbacks=callbacks,
+                        verbose=0)
+    assert len(history.history["loss"]) == epochs_run
+
+
+def test_a_smoothed_fit_logs_the_average_and_keeps_the_lowest_raw_val_loss(tree, tmp_path):
+    root, df = tree
+    fit.seed_everything(0)
+    classes, _, _, train_ds, val_ds = datasets.train_val_datasets(
+        df, 32, 8, use_augmented=False, seed=0, root=root)
+    model = builders.build_scratch_cnn(len(classes), 32, TINY_BLOCKS, [16], 0.1, 3e-2, seed=0)
+    with store.stage_run("t", tmp_path, experiment="t"):
+        result = fit.fit_resumable(model, train_ds, val_ds, epochs=4, work_dir=tmp_path / "w",
+                                   early_stopping_patience=4, smoothing=0.5, verbose=0)
+    history = result.history
+    raw, smooth = history["val_loss"].to_numpy(), history[fit.SMOOTHED].to_numpy()
+    assert smooth[0] == pytest.approx(raw[0])
+    assert smooth[1] == pytest.approx(0.5 * raw[0] + 0.5 * raw[1], rel=1e-5)
+    assert model.evaluate(val_ds, verbose=0, return_dict=True)["loss"] == pytest.approx(
+        raw.min(), rel=1e-4)
