@@ -46,6 +46,8 @@ def main() -> None:
             early_stopping_patience=settings.early_stopping_patience,
             work_dir=out_root / settings.checkpoint_dir, strategy=strategy,
             smoothing=settings.early_stopping_smoothing,
+            callbacks=settings.batchnorm_callbacks(datasets.clean_training_dataset(
+                df, classes, settings.image_size, batch_size, seed=base.seed, root=root)),
             data_key=datasets.frames_fingerprint(train_df, val_df, root=root))
         print(f"{STAGE}: val_accuracy {metrics['val_accuracy']:.3f} after {metrics['epochs']} "
               f"epochs ({metrics['params']:,} params)")

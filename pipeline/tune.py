@@ -41,6 +41,8 @@ def main() -> None:
         df, scratch.image_size, batch_size, use_augmented=scratch.use_augmented,
         seed=base.seed, root=root)
     data_key = datasets.frames_fingerprint(train_df, val_df, root=root)
+    bn_callbacks = scratch.batchnorm_callbacks(datasets.clean_training_dataset(
+        df, classes, scratch.image_size, batch_size, seed=base.seed, root=root))
     hypermodel = tuning.ScratchCNNHyperModel(
         settings.search_space, len(classes), scratch, epochs=settings.epochs,
         steps_per_epoch=steps_per_epoch(len(train_df), batch_size))
@@ -52,20 +54,21 @@ def main() -> None:
         project=project, strategy=strategy)
     if tuning_cluster.is_worker():
         # A distributed-tuning worker: trials only, nested under the chief's run; the chief
-        # retrains the best and writes every output.
+        # trains the best trial's model on and writes every output.
         tuning_cluster.wait_for_oracle(timeout=base.join_timeout_seconds)
         experiment_id = store.configure(root, base.experiment)
         parent = tuning_cluster.chief_run_id(experiment_id, project,
                                              timeout=base.join_timeout_seconds)
         tuning_cluster.run_worker(tuner, train_ds, val_ds, epochs=settings.epochs,
-                                  parent_run_id=parent)
+                                  callbacks=bn_callbacks, parent_run_id=parent)
         return
 
     with store.stage_run(STAGE, root, params={"base": params["base"], "tune": params["tune"],
                                               "train_scratch": params["train_scratch"]},
                          experiment=base.experiment,
                          extra_tags=tuning_cluster.chief_tags(project)):
-        result = tuners.run_search(tuner, train_ds, val_ds, epochs=settings.epochs)
+        result = tuners.run_search(tuner, train_ds, val_ds, epochs=settings.epochs,
+                                   callbacks=bn_callbacks)
         best = tuners.best_hyperparameters_record(
             result, algorithm=settings.algorithm, project=project, fixed=scratch.fixed)
         out_dir = root / settings.output
@@ -81,7 +84,7 @@ def main() -> None:
             image_size=scratch.image_size, n_train_images=len(train_df),
             early_stopping_patience=scratch.early_stopping_patience,
             work_dir=root / settings.retrain_checkpoint_dir, data_key=data_key,
-            smoothing=scratch.early_stopping_smoothing,
+            smoothing=scratch.early_stopping_smoothing, callbacks=bn_callbacks,
             extra_metrics={"tune_best_val_accuracy": result.best_score,
                            "tune_trials": best["trials"]["completed"],
                            "continued_from_best_trial": int(continued)})

@@ -53,11 +53,12 @@ def is_multi_worker(strategy: tf.distribute.Strategy | None) -> bool:
 def fit_model(model: keras.Model, train_ds, val_ds, *, strategy: tf.distribute.Strategy | None,
               epochs: int, work_dir: Path, early_stopping_patience: int, offset: int = 0,
               phase: str | None = None, resumable: bool = True, data_key: str = "",
-              log_epochs: bool = True, smoothing: float = 0.0,
+              log_epochs: bool = True, smoothing: float = 0.0, callbacks: list | None = None,
               verbose: int = 2) -> FitResult:
     """Train with what works for ``strategy``: :func:`fit_multi_worker` across processes,
-    else :func:`~dogbreeds.models.fit.fit_resumable` (``work_dir``, ``resumable`` and
-    ``data_key`` only matter there)."""
+    else :func:`~dogbreeds.models.fit.fit_resumable` (``work_dir``, ``resumable``,
+    ``data_key`` and extra Keras ``callbacks`` only matter there: the multi-worker loop is
+    not Keras' ``fit``)."""
     if is_multi_worker(strategy):
         return fit_multi_worker(model, train_ds, val_ds, strategy=strategy, epochs=epochs,
                                 early_stopping_patience=early_stopping_patience, offset=offset,
@@ -66,7 +67,7 @@ def fit_model(model: keras.Model, train_ds, val_ds, *, strategy: tf.distribute.S
     return fit_resumable(model, train_ds, val_ds, epochs=epochs, work_dir=work_dir,
                          early_stopping_patience=early_stopping_patience, offset=offset,
                          phase=phase, resumable=resumable, data_key=data_key,
-                         smoothing=smoothing, verbose=verbose)
+                         smoothing=smoothing, extra_callbacks=callbacks, verbose=verbose)
 
 
 def per_example_loss(model: keras.Model):

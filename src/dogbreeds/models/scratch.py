@@ -17,7 +17,7 @@ import math
 import keras
 
 from dogbreeds.models.builders import build_scratch_cnn, warmup_cosine
-from dogbreeds.models.fit import CHECKPOINTS, BaseSettings
+from dogbreeds.models.fit import CHECKPOINTS, BaseSettings, PreciseBatchNorm
 from dogbreeds.settings import from_section, section
 
 STAGE = "train_scratch"
@@ -41,6 +41,9 @@ class ScratchSettings:
         online_augmentation: Keras preprocessing layers' settings, or null for none.
         early_stopping_smoothing: weight of the past in the exponential moving average of
             val_loss that early stopping watches (0: the raw val_loss).
+        precise_bn_batches: clean training batches the BatchNorm statistics are re-estimated
+            on before every validation (:class:`~dogbreeds.models.fit.PreciseBatchNorm`;
+            0: Keras' moving averages).
         seed: ``base.seed``.
     """
 
@@ -61,6 +64,7 @@ class ScratchSettings:
     online_augmentation: dict | None
     early_stopping_patience: int
     early_stopping_smoothing: float
+    precise_bn_batches: int
     output: Path
     seed: int
 
@@ -83,7 +87,7 @@ class ScratchSettings:
         """What a tuning search keeps from these settings (recorded with its result)."""
         return {"image_size": self.image_size, "pooling": self.pooling,
                 "augmentation": self.online_augmentation, "schedule": self.schedule,
-                "warmup_epochs": self.warmup_epochs}
+                "warmup_epochs": self.warmup_epochs, "precise_bn_batches": self.precise_bn_batches}
 
     def learning_rate_schedule(self, learning_rate: float, epochs: int, steps_per_epoch: int):
         """The optimizer's learning rate for a training of ``epochs`` × ``steps_per_epoch``.
@@ -96,6 +100,17 @@ class ScratchSettings:
         total = max(1, int(epochs) * int(steps_per_epoch))
         warmup = min(int(round(self.warmup_epochs * steps_per_epoch)), total // 2)
         return warmup_cosine(learning_rate, total, warmup)
+
+    def batchnorm_callbacks(self, clean_train) -> list[keras.callbacks.Callback]:
+        """The fit callbacks of ``precise_bn_batches`` (none when 0).
+
+        Args:
+            clean_train: shuffled batches of the un-augmented training photos
+                (:func:`dogbreeds.data.datasets.clean_training_dataset`).
+        """
+        if self.precise_bn_batches <= 0:
+            return []
+        return [PreciseBatchNorm(clean_train, self.precise_bn_batches)]
 
     def build_model(self, num_classes: int, steps_per_epoch: int) -> keras.Model:
         """The compiled CNN these settings describe (build it inside a strategy's scope).

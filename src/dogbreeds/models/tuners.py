@@ -174,10 +174,11 @@ class SearchResult:
 
 
 def run_search(tuner: kt.Tuner, train_ds: Any, val_ds: Any, *, epochs: int,
-               verbose: int = 2) -> SearchResult:
+               callbacks: list | None = None, verbose: int = 2) -> SearchResult:
     """Run (or resume) the search and return its best configuration.
 
     Must run inside an active MLflow run (the stage's): each trial becomes a nested run.
+    ``callbacks`` join every trial's fit (e.g. the recipe's precise BatchNorm).
     (A distributed-tuning worker calls :func:`dogbreeds.models.tuning_cluster.run_worker`.)
 
     Raises:
@@ -189,7 +190,8 @@ def run_search(tuner: kt.Tuner, train_ds: Any, val_ds: Any, *, epochs: int,
         raise RuntimeError("run_search needs an active MLflow run (the stage's) to nest "
                            "trial runs under")
     try:
-        tuner.search(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose)
+        tuner.search(train_ds, validation_data=val_ds, epochs=epochs,
+                     callbacks=list(callbacks or []), verbose=verbose)
     finally:
         # An interrupted trial leaves its nested run open: close it, so the stage's
         # `with stage_run(...)` ends the stage's run and not the trial's.

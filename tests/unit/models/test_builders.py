@@ -95,31 +95,29 @@ def test_unfreeze_top_keeps_batchnorm_frozen():
 
 
 @pytest.mark.parametrize("block_type", ["residual", "separable"])
-def test_residual_blocks_keep_the_resolution_and_add_a_projected_shortcut(block_type):
+def test_residual_blocks_halve_the_resolution_and_add_a_projected_shortcut(block_type):
     model = builders.build_scratch_cnn(4, 32, SMALL[:2], [8], 0.0, 1e-3, block_type=block_type)
-    for i, (filters, side) in enumerate([(32, 32), (64, 16)]):
-        add = model.get_layer(f"block{i}_add")
-        assert tuple(add.output.shape) == (None, side, side, filters)
-        assert tuple(model.get_layer(f"block{i}_pool").output.shape) == (
-            None, side // 2, side // 2, filters)
-        # 3 -> 32 and 32 -> 64 channels: the shortcut needs a 1x1 projection each time.
+    for i, (filters, side) in enumerate([(32, 16), (64, 8)]):
+        assert tuple(model.get_layer(f"block{i}_add").output.shape) == (
+            None, side, side, filters)
+        assert model.get_layer(f"block{i}_conv").strides == (2, 2)  # downsamples itself
+        # Shortcut: 2x2 average, then a 1x1 projection to the block's width.
         assert model.get_layer(f"block{i}_proj_conv").kernel_size == (1, 1)
-    separable = [type(layer).__name__ for layer in model.layers
-                 if layer.name in ("block0_conv", "block1_conv")]
-    # The first block always sees RGB through a full convolution.
-    assert separable == (["Conv2D", "SeparableConv2D"] if block_type == "separable"
-                         else ["Conv2D", "Conv2D"])
+        second = type(model.get_layer(f"block{i}b_conv")).__name__
+        assert second == ("SeparableConv2D" if block_type == "separable" else "Conv2D")
+    assert "block0_pool" not in [layer.name for layer in model.layers]
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
     assert model.predict(x, verbose=0).shape == (2, 4)
     with pytest.raises(ValueError, match="block_type must be one of"):
         builders.build_scratch_cnn(4, 32, SMALL[:1], [], 0.0, 1e-3, block_type="dense")
 
 
-def test_an_equal_width_residual_block_adds_its_input_unprojected():
-    blocks = [{"filters": 8, "kernel": 3}, {"filters": 8, "kernel": 3}]
-    model = builders.build_scratch_cnn(3, 16, blocks, [], 0.0, 1e-3, block_type="residual")
-    names = [layer.name for layer in model.layers]
-    assert "block0_proj_conv" in names and "block1_proj_conv" not in names
+def test_residual_and_plain_nets_end_at_the_same_resolution():
+    shapes = {kind: tuple(builders.build_scratch_cnn(3, 96, SMALL, [], 0.0, 1e-3,
+                                                     block_type=kind)
+                          .get_layer("pooling").input.shape)
+              for kind in builders.BLOCK_TYPES}
+    assert set(shapes.values()) == {(None, 6, 6, 256)}
 
 
 def test_smoothed_crossentropy_matches_its_formula():

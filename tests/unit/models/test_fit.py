@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 import pytest
 from support.params import PARAMS
 from support.tiny_cnn import TINY_BLOCKS, training_tree
@@ -145,3 +146,46 @@ def test_a_smoothed_fit_logs_the_average_and_keeps_the_lowest_raw_val_loss(tree,
     assert smooth[1] == pytest.approx(0.5 * raw[0] + 0.5 * raw[1], rel=1e-5)
     assert model.evaluate(val_ds, verbose=0, return_dict=True)["loss"] == pytest.approx(
         raw.min(), rel=1e-4)
+
+
+def test_precise_batchnorm_averages_clean_batches_and_restores_the_momentum():
+    aug = {"flip": True, "contrast": 0.5, "zoom": 0.3}
+    model = builders.build_scratch_cnn(3, 16, TINY_BLOCKS, [], 0.0, 1e-3, augmentation=aug,
+                                       seed=0, block_type="residual")
+    rng = np.random.default_rng(0)
+    batches = [rng.uniform(0, 255, (4, 16, 16, 3)).astype(np.float32) for _ in range(3)]
+    assert fit.recalibrate_batchnorm(model, batches) == 3
+    first = model.get_layer("block0_bn")
+    conv = keras.Model(model.inputs, first.input)  # no augmentation at inference
+    # Each batch's own mean, averaged with equal weights: the clean photos' statistics.
+    expected = np.mean([conv(b, training=False).numpy().mean(axis=(0, 1, 2))
+                        for b in batches], axis=0)
+    np.testing.assert_allclose(first.moving_mean.numpy(), expected, rtol=1e-4, atol=1e-5)
+    assert {bn.momentum for bn in model.layers
+            if isinstance(bn, keras.layers.BatchNormalization)} == {0.9}
+    # Labels alongside the images are fine; a model without BatchNorm is left alone.
+    assert fit.recalibrate_batchnorm(model, [(batches[0], np.zeros(4))]) == 1
+    no_bn = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    assert fit.recalibrate_batchnorm(no_bn, batches) == 0
+
+
+def test_precise_batchnorm_runs_before_each_validation_and_survives_a_deep_copy(tree,
+                                                                               monkeypatch):
+    import copy
+
+    root, df = tree
+    classes, _, _, train_ds, val_ds = datasets.train_val_datasets(
+        df, 32, 8, use_augmented=False, seed=0, root=root)
+    clean = datasets.clean_training_dataset(df, classes, 32, 8, seed=0, root=root)
+    callback = copy.deepcopy(fit.PreciseBatchNorm(clean, 2))
+    calls = []
+    original = fit.recalibrate_batchnorm
+
+    def counting(model, batches):
+        calls.append(len(list(batches)))
+        return original(model, batches)
+
+    model = builders.build_scratch_cnn(len(classes), 32, TINY_BLOCKS, [], 0.0, 1e-3)
+    monkeypatch.setattr(fit, "recalibrate_batchnorm", counting)
+    model.fit(train_ds, validation_data=val_ds, epochs=3, callbacks=[callback], verbose=0)
+    assert calls == [2, 2, 2]

@@ -60,7 +60,8 @@ def test_build_model_follows_the_settings():
     assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 5)
     assert [layer.filters for layer in model.layers if layer.name.endswith("_conv")] == [4]
     assert s.fixed == {"image_size": 32, "pooling": s.pooling, "augmentation": None,
-                       "schedule": s.schedule, "warmup_epochs": s.warmup_epochs}
+                       "schedule": s.schedule, "warmup_epochs": s.warmup_epochs,
+                       "precise_bn_batches": s.precise_bn_batches}
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero_at_the_last_epoch():
