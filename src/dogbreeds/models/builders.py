@@ -145,7 +145,8 @@ def _conv_bn(x, filters: int, kernel: int, name: str, *, strides: int = 1,
     x = conv(filters, kernel, strides=strides, padding="same", use_bias=False,
              name=f"{name}_conv")(x)
     # momentum 0.9 (Keras: 0.99): with a few dozen steps per epoch the default moving
-    # statistics lag for many epochs and validation sees a constant-class network.
+    # statistics lag for many epochs and validation sees a constant-class network. 0.9 is
+    # noisy instead (~10 batches): fit.PreciseBatchNorm re-estimates them for validation.
     x = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x) if relu else x
 
@@ -155,9 +156,9 @@ def _conv_block(x, i: int, filters: int, kernel: int, block_type: str):
 
     ``plain``: Conv → BN → ReLU → MaxPool. ``residual`` (ResNet's downsampling block): a
     stride-2 Conv → BN → ReLU → Conv → BN, added to a projection of the input (2×2 average
-    pooling → 1×1 Conv → BN), → ReLU. Two convolutions where ``plain`` has one, yet fewer multiply-adds
-    (3/4 when the width doubles): the first runs at the halved resolution. ``separable``: the
-    same with a depthwise-separable second convolution.
+    pooling → 1×1 Conv → BN), → ReLU. Two convolutions where ``plain`` has one, yet fewer
+    multiply-adds (3/4 when the width doubles): the first runs at the halved resolution.
+    ``separable``: the same with a depthwise-separable second convolution.
     """
     name = f"block{i}"
     if block_type == "plain":
