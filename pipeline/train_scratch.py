@@ -12,7 +12,7 @@ from __future__ import annotations
 from dogbreeds.data import datasets, tables
 from dogbreeds.models import fit, record
 from dogbreeds.models.distribute import global_batch_size, output_root
-from dogbreeds.models.scratch import ScratchSettings
+from dogbreeds.models.scratch import ScratchSettings, steps_per_epoch
 from dogbreeds.tracking import store
 from pipeline.common import load_params, project_root
 
@@ -38,13 +38,16 @@ def main() -> None:
             df, settings.image_size, batch_size, use_augmented=settings.use_augmented,
             seed=base.seed, root=root)
         with strategy.scope():
-            model = settings.build_model(len(classes))
+            model = settings.build_model(len(classes), steps_per_epoch(len(train_df), batch_size))
         metrics = record.fit_and_record(
             model, train_ds, val_ds, name="scratch", kind="scratch",
             out_dir=out_root / settings.output, epochs=settings.epochs, classes=classes,
             image_size=settings.image_size, n_train_images=len(train_df),
             early_stopping_patience=settings.early_stopping_patience,
             work_dir=out_root / settings.checkpoint_dir, strategy=strategy,
+            smoothing=settings.early_stopping_smoothing,
+            callbacks=settings.batchnorm_callbacks(datasets.clean_training_dataset(
+                df, classes, settings.image_size, batch_size, seed=base.seed, root=root)),
             data_key=datasets.frames_fingerprint(train_df, val_df, root=root))
         print(f"{STAGE}: val_accuracy {metrics['val_accuracy']:.3f} after {metrics['epochs']} "
               f"epochs ({metrics['params']:,} params)")

@@ -1,9 +1,11 @@
-"""Stage `tune`: keras-tuner search over the custom CNN, then retrain the best as `scratch_tuned`.
+"""Stage `tune`: keras-tuner search over the custom CNN, then train the best on as `scratch_tuned`.
 
 Reads ``data/augmented/dataset.parquet``; writes ``models/scratch_tuned/`` (the model files of
 the shared contract plus ``best_hyperparameters.json``). keras-tuner's state lives in
 ``checkpoints/tune/<project>`` (not a DVC output): rerunning after a kill resumes the
-finished trials; a changed search configuration gets a new project.
+finished trials; a changed search configuration gets a new project. The final training
+continues from the best trial's best-epoch weights (``tune.final_epochs`` more epochs, a fresh
+warm-up and schedule) rather than repeating the trial's epochs from random weights.
 
 Distributed search (keras-tuner's ``KERASTUNER_*`` variables, docs/scaling.md): the chief runs
 the oracle, opens the stage's one MLflow run and writes the outputs; each worker runs trials,
@@ -16,7 +18,7 @@ from dogbreeds.data import datasets, tables
 from dogbreeds.jsonfile import write_json
 from dogbreeds.models import fit, record, tuners, tuning, tuning_cluster
 from dogbreeds.models.distribute import global_batch_size
-from dogbreeds.models.scratch import ScratchSettings
+from dogbreeds.models.scratch import ScratchSettings, steps_per_epoch
 from dogbreeds.tracking import store
 from pipeline.common import load_params, project_root
 
@@ -39,9 +41,11 @@ def main() -> None:
         df, scratch.image_size, batch_size, use_augmented=scratch.use_augmented,
         seed=base.seed, root=root)
     data_key = datasets.frames_fingerprint(train_df, val_df, root=root)
+    bn_callbacks = scratch.batchnorm_callbacks(datasets.clean_training_dataset(
+        df, classes, scratch.image_size, batch_size, seed=base.seed, root=root))
     hypermodel = tuning.ScratchCNNHyperModel(
-        settings.search_space, len(classes), scratch.image_size, pooling=scratch.pooling,
-        augmentation=scratch.online_augmentation, seed=base.seed)
+        settings.search_space, len(classes), scratch, epochs=settings.epochs,
+        steps_per_epoch=steps_per_epoch(len(train_df), batch_size))
     project = settings.project(scratch, batch_size=batch_size, classes=classes,
                                data_key=data_key)
     tuner = tuners.make_tuner(
@@ -50,20 +54,21 @@ def main() -> None:
         project=project, strategy=strategy)
     if tuning_cluster.is_worker():
         # A distributed-tuning worker: trials only, nested under the chief's run; the chief
-        # retrains the best and writes every output.
+        # trains the best trial's model on and writes every output.
         tuning_cluster.wait_for_oracle(timeout=base.join_timeout_seconds)
         experiment_id = store.configure(root, base.experiment)
         parent = tuning_cluster.chief_run_id(experiment_id, project,
                                              timeout=base.join_timeout_seconds)
         tuning_cluster.run_worker(tuner, train_ds, val_ds, epochs=settings.epochs,
-                                  parent_run_id=parent)
+                                  callbacks=bn_callbacks, parent_run_id=parent)
         return
 
     with store.stage_run(STAGE, root, params={"base": params["base"], "tune": params["tune"],
                                               "train_scratch": params["train_scratch"]},
                          experiment=base.experiment,
                          extra_tags=tuning_cluster.chief_tags(project)):
-        result = tuners.run_search(tuner, train_ds, val_ds, epochs=settings.epochs)
+        result = tuners.run_search(tuner, train_ds, val_ds, epochs=settings.epochs,
+                                   callbacks=bn_callbacks)
         best = tuners.best_hyperparameters_record(
             result, algorithm=settings.algorithm, project=project, fixed=scratch.fixed)
         out_dir = root / settings.output
@@ -71,15 +76,18 @@ def main() -> None:
         tuners.log_search(result, best)
 
         fit.seed_everything(base.seed)
-        model = tuners.build_best_model(tuner, strategy)
+        model, continued = tuners.build_best_model(tuner, strategy,
+                                                   epochs=settings.final_epochs)
         record.fit_and_record(
             model, train_ds, val_ds, name="scratch_tuned", kind="scratch_tuned",
             out_dir=out_dir, epochs=settings.final_epochs, classes=classes,
             image_size=scratch.image_size, n_train_images=len(train_df),
             early_stopping_patience=scratch.early_stopping_patience,
             work_dir=root / settings.retrain_checkpoint_dir, data_key=data_key,
+            smoothing=scratch.early_stopping_smoothing, callbacks=bn_callbacks,
             extra_metrics={"tune_best_val_accuracy": result.best_score,
-                           "tune_trials": best["trials"]["completed"]})
+                           "tune_trials": best["trials"]["completed"],
+                           "continued_from_best_trial": int(continued)})
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Stage `tune`: search, best hyperparameters and the retrained `scratch_tuned` model."""
+"""Stage `tune`: search, best hyperparameters and `scratch_tuned`, continued from the best trial."""
 
 from __future__ import annotations
 
@@ -35,6 +35,8 @@ def test_tune_stage_end_to_end(tmp_path):
     assert [p.name for p in projects] == [record["project"]]
     history = pd.read_csv(out / "history.csv")
     assert len(history) == 2
+    # The final model trained on from the best trial's weights, not from random ones.
+    assert json.loads((out / "metrics.json").read_text())["continued_from_best_trial"] == 1
     with sqlite3.connect(project / store.DB_FILE) as db:
         stage_runs = db.execute("SELECT run_uuid FROM tags WHERE key = 'dogbreeds.stage' "
                                 "AND value = 'tune'").fetchall()

@@ -7,11 +7,14 @@ from pathlib import Path
 import pandas as pd
 
 from dogbreeds.models import tuning
+from dogbreeds.models.scratch import ScratchSettings
 from support import fakedata
+from support.params import with_changes
 
 SIZE = 32
 SPACE = {"blocks": [1, 2], "filters": [4, 8], "kernel": [3], "dense": [8, 16],
-         "dropout": [0.0, 0.3], "learning_rate": [0.001, 0.01]}
+         "dropout": [0.0, 0.3], "learning_rate": [0.001, 0.01], "weight_decay": [0.0, 0.1],
+         "label_smoothing": [0.0, 0.2], "block_type": ["plain", "residual"]}
 TRAIN_PER_BREED = 4
 
 
@@ -46,7 +49,23 @@ def tune_project(project: Path, max_trials: int, **base) -> Path:
     return project
 
 
-def hypermodel(num_classes: int = 3, image_size: int = SIZE) -> tuning.ScratchCNNHyperModel:
+def recipe(image_size: int = SIZE, **changes) -> ScratchSettings:
+    """The hand-set CNN's settings the search shares: params.yaml's, at ``image_size``."""
+    params = with_changes("train_scratch", image_size=image_size, pooling="avg",
+                          online_augmentation={"flip": True}, **changes)
+    params["base"]["seed"] = 1
+    return ScratchSettings.from_params(params)
+
+
+def hypermodel(num_classes: int = 3, image_size: int = SIZE, *, epochs: int = 1,
+               steps_per_epoch: int = 2) -> tuning.ScratchCNNHyperModel:
     return tuning.ScratchCNNHyperModel(tuning.SearchSpace.from_params(SPACE), num_classes,
-                                       image_size, pooling="avg", augmentation={"flip": True},
-                                       seed=1)
+                                       recipe(image_size), epochs=epochs,
+                                       steps_per_epoch=steps_per_epoch)
+
+
+def schedule_of(model):
+    """The learning-rate schedule a compiled model's optimizer follows (from its config)."""
+    import keras
+
+    return keras.optimizers.schedules.deserialize(model.optimizer.get_config()["learning_rate"])

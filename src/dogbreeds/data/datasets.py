@@ -140,6 +140,16 @@ def train_val_datasets(df: pd.DataFrame, image_size: int, batch_size: int, *,
     return TrainVal(classes, train_df, val_df, train_ds, val_ds)
 
 
+def clean_training_dataset(df: pd.DataFrame, classes: list[str], image_size: int,
+                           batch_size: int, *, seed: int, root: Path = Path(".")
+                           ) -> tf.data.Dataset:
+    """Shuffled batches of the training split's untouched photos (no offline copies): what
+    BatchNorm statistics are estimated on, as close as training data gets to what validation
+    and serving see."""
+    return make_dataset(split_rows(df, "train"), classes, image_size, batch_size, shuffle=True,
+                        seed=seed, root=root)
+
+
 def array_dataset(features: np.ndarray, labels: np.ndarray, batch_size: int, *,
                   shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
     """Batches of in-memory arrays (cached backbone features: small, unlike images)."""

@@ -32,6 +32,8 @@ BACKUP_DIR = "backup"
 BEST_WEIGHTS = "best.weights.h5"
 FINGERPRINT = "fingerprint.txt"
 MONITOR = "val_loss"  # what early stopping and the kept ("best") epoch go by
+# The exponential moving average of MONITOR that early stopping watches when asked to smooth.
+SMOOTHED = f"{MONITOR}_smooth"
 # Work state of the training stages (resume backups, keras-tuner projects), relative to the
 # project root: git-ignored, not a DVC output.
 CHECKPOINTS = Path("checkpoints")
@@ -95,6 +97,91 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         mlflow.log_metrics(metrics, step=self.offset + epoch + 1)
 
 
+class SmoothedMonitor(keras.callbacks.Callback):
+    """Adds :data:`SMOOTHED`, an exponential moving average of :data:`MONITOR`, to the logs.
+
+    ``smooth = weight × previous + (1 − weight) × val_loss``, starting at the first epoch's
+    value (or ``initial``: the last smoothed value before a resume). Put it before the
+    callbacks that read it (the epoch log, early stopping): Keras hands them one logs dict in
+    list order. One noisy epoch moves the average by ``1 − weight`` of its jump, so early
+    stopping waits for a trend rather than reacting to a lucky or unlucky epoch.
+    """
+
+    def __init__(self, weight: float, initial: float | None = None):
+        super().__init__()
+        if not 0.0 <= weight < 1.0:
+            raise ValueError(f"the smoothing weight must lie in [0, 1), got {weight}")
+        self.weight = float(weight)
+        self.value = initial
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or MONITOR not in logs:
+            return
+        current = float(logs[MONITOR])
+        self.value = current if self.value is None else (
+            self.weight * self.value + (1.0 - self.weight) * current)
+        logs[SMOOTHED] = self.value
+
+
+def recalibrate_batchnorm(model: keras.Model, batches) -> int:
+    """Set every trainable BatchNorm's moving statistics to their average over ``batches``.
+
+    "Precise BatchNorm" (Wu & Johnson, *Rethinking "Batch" in BatchNorm*, 2021): the images
+    go through the model in training mode *after* its ``augmentation`` block (clean photos, as
+    validation and serving see them), every BatchNorm weighting batch ``k`` by ``1/k`` (its
+    momentum set to ``(k-1)/k``) so the result is the plain average, not a moving one.
+
+    Args:
+        batches: an iterable of image batches or ``(images, labels)`` pairs.
+
+    Returns:
+        The number of batches used (0 when the model has no trainable BatchNorm).
+    """
+    bns = [layer for layer in model._flatten_layers(include_self=False)
+           if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    if not bns:
+        return 0
+    names = [layer.name for layer in model.layers]
+    core = model
+    if "augmentation" in names:  # skip it: statistics of the photos validation sees
+        core = keras.Model(model.get_layer("augmentation").output, model.output)
+    momenta = [bn.momentum for bn in bns]
+    used = 0
+    try:
+        for item in batches:
+            images = item[0] if isinstance(item, (tuple, list)) else item
+            used += 1
+            for bn in bns:
+                bn.momentum = (used - 1) / used
+            core(images, training=True)
+    finally:
+        for bn, momentum in zip(bns, momenta, strict=True):
+            bn.momentum = momentum
+    return used
+
+
+class PreciseBatchNorm(keras.callbacks.Callback):
+    """Before every validation (and so before every epoch's checkpoint), re-estimate the
+    BatchNorm statistics on ``batches`` clean training batches (:func:`recalibrate_batchnorm`).
+
+    Keras' moving averages follow the last few augmented batches (momentum 0.9: ~10 of them);
+    on the dev set they cost the scratch CNN up to 12 points of validation accuracy in some
+    epochs and none in others: most of the epoch-to-epoch jumps (benchmarks/README.md).
+    """
+
+    def __init__(self, images, batches: int):
+        super().__init__()
+        self.images, self.batches = images, int(batches)
+
+    def on_test_begin(self, logs=None):
+        recalibrate_batchnorm(self.model, self.images.take(self.batches))
+
+    def __deepcopy__(self, memo):
+        # keras-tuner deep-copies a search's callbacks for every trial; a tf.data pipeline
+        # cannot be deep-copied, and is immutable: share it.
+        return PreciseBatchNorm(self.images, self.batches)
+
+
 @dataclass
 class FitResult:
     """What one (possibly resumed) ``fit`` produced.
@@ -114,8 +201,9 @@ class FitResult:
 
 
 def model_fingerprint(model: keras.Model) -> str:
-    """Hash of the architecture (layer types, weight shapes, dropout rates) and the optimizer
-    (type, learning rate), independent of layer names.
+    """Hash of the architecture (layer types, weight shapes, dropout rates), the optimizer
+    (type, learning rate or schedule, weight decay) and a loss object's settings, independent
+    of layer names.
 
     A backup is only resumed into the same model and optimizer settings; auto-generated layer
     names change from process to process, so they are left out.
@@ -125,9 +213,14 @@ def model_fingerprint(model: keras.Model) -> str:
                    for layer in model._flatten_layers(include_self=False)]
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None:  # a changed learning rate must not resume the old run
-        rate = optimizer.get_config().get("learning_rate")
+        config = optimizer.get_config()
+        rate = config.get("learning_rate")  # a number, or a schedule's config
         parts.append((type(optimizer).__name__,
-                      float(rate) if isinstance(rate, (int, float)) else str(rate)))
+                      float(rate) if isinstance(rate, (int, float)) else str(rate),
+                      config.get("weight_decay")))
+    loss = getattr(model, "loss", None)  # a changed label smoothing must not resume either
+    if isinstance(loss, keras.losses.Loss):
+        parts.append((type(loss).__name__, str(sorted(loss.get_config().items()))))
     return fingerprint(parts, 16)
 
 
@@ -173,8 +266,8 @@ def prepare_work_dir(work_dir: Path, fingerprint: str) -> bool:
 
 def fit_resumable(model: keras.Model, train_ds, val_ds, *, epochs: int, work_dir: Path,
                   early_stopping_patience: int, offset: int = 0, phase: str | None = None,
-                  resumable: bool = True, data_key: str = "",
-                  verbose: int = 2) -> FitResult:
+                  resumable: bool = True, data_key: str = "", smoothing: float = 0.0,
+                  extra_callbacks: list | None = None, verbose: int = 2) -> FitResult:
     """``model.fit`` that resumes after a kill and ends with the best epoch's weights.
 
     Callbacks: CSVLogger (append: the epoch log survives restarts), ModelCheckpoint of the
@@ -192,6 +285,11 @@ def fit_resumable(model: keras.Model, train_ds, val_ds, *, epochs: int, work_dir
 
     ``resumable=False`` drops the two per-epoch weight writes (backup + best checkpoint) for
     a fit that is cheaper to redo than to back up; EarlyStopping still ends on the best epoch.
+
+    ``smoothing`` > 0 makes early stopping watch :class:`SmoothedMonitor`'s moving average
+    of val_loss instead of its raw value; the kept weights are still those of the lowest raw
+    val_loss (the best checkpoint; without one, EarlyStopping's best by the average).
+    ``extra_callbacks`` run after the others (measurements; they see the final logs).
     """
     work_dir, monitor = Path(work_dir), MONITOR
     resuming = prepare_work_dir(work_dir, f"{model_fingerprint(model)}-{data_key}")
@@ -206,8 +304,13 @@ def fit_resumable(model: keras.Model, train_ds, val_ds, *, epochs: int, work_dir
             MlflowEpochLogger(offset).on_epoch_end(int(row["epoch"]), row.drop("epoch").to_dict())
         mlflow.set_tag(f"resumed_from_epoch{'.' + phase if phase else ''}", str(resumed_from))
     best_path = work_dir / BEST_WEIGHTS
-    callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.CSVLogger(str(log_path), append=True)]
+    callbacks: list[keras.callbacks.Callback] = []
+    stop_on = monitor
+    if smoothing:
+        stop_on = SMOOTHED
+        last = previous[SMOOTHED].dropna() if SMOOTHED in previous else pd.Series(dtype=float)
+        callbacks.append(SmoothedMonitor(smoothing, float(last.iloc[-1]) if len(last) else None))
+    callbacks.append(keras.callbacks.CSVLogger(str(log_path), append=True))
     if resumable:
         callbacks += [
             keras.callbacks.ModelCheckpoint(str(best_path), monitor=monitor,
@@ -216,9 +319,12 @@ def fit_resumable(model: keras.Model, train_ds, val_ds, *, epochs: int, work_dir
             keras.callbacks.BackupAndRestore(str(work_dir / BACKUP_DIR),
                                              double_checkpoint=True)]
     callbacks += [
-        keras.callbacks.EarlyStopping(monitor=monitor, patience=int(early_stopping_patience),
+        # mode: Keras cannot tell from the name val_loss_smooth that lower is better.
+        keras.callbacks.EarlyStopping(monitor=stop_on, mode="min",
+                                      patience=int(early_stopping_patience),
                                       restore_best_weights=True),
         MlflowEpochLogger(offset),
+        *(extra_callbacks or []),
     ]
     start = time.perf_counter()
     # shuffle=False: the tf.data pipelines shuffle themselves (seeded).

@@ -37,7 +37,14 @@ import keras
 import pandas as pd
 import tensorflow as tf
 
-from dogbreeds.models.fit import MONITOR, FitResult, MlflowEpochLogger, fit_resumable
+from dogbreeds.models.fit import (
+    MONITOR,
+    SMOOTHED,
+    FitResult,
+    MlflowEpochLogger,
+    SmoothedMonitor,
+    fit_resumable,
+)
 
 
 class WorkerLost(RuntimeError):
@@ -52,17 +59,21 @@ def is_multi_worker(strategy: tf.distribute.Strategy | None) -> bool:
 def fit_model(model: keras.Model, train_ds, val_ds, *, strategy: tf.distribute.Strategy | None,
               epochs: int, work_dir: Path, early_stopping_patience: int, offset: int = 0,
               phase: str | None = None, resumable: bool = True, data_key: str = "",
-              log_epochs: bool = True, verbose: int = 2) -> FitResult:
+              log_epochs: bool = True, smoothing: float = 0.0, callbacks: list | None = None,
+              verbose: int = 2) -> FitResult:
     """Train with what works for ``strategy``: :func:`fit_multi_worker` across processes,
-    else :func:`~dogbreeds.models.fit.fit_resumable` (``work_dir``, ``resumable`` and
-    ``data_key`` only matter there)."""
+    else :func:`~dogbreeds.models.fit.fit_resumable` (``work_dir``, ``resumable``,
+    ``data_key`` and extra Keras ``callbacks`` only matter there: the multi-worker loop is
+    not Keras' ``fit``)."""
     if is_multi_worker(strategy):
         return fit_multi_worker(model, train_ds, val_ds, strategy=strategy, epochs=epochs,
                                 early_stopping_patience=early_stopping_patience, offset=offset,
-                                phase=phase, log_epochs=log_epochs, verbose=verbose)
+                                phase=phase, log_epochs=log_epochs, smoothing=smoothing,
+                                verbose=verbose)
     return fit_resumable(model, train_ds, val_ds, epochs=epochs, work_dir=work_dir,
                          early_stopping_patience=early_stopping_patience, offset=offset,
-                         phase=phase, resumable=resumable, data_key=data_key, verbose=verbose)
+                         phase=phase, resumable=resumable, data_key=data_key,
+                         smoothing=smoothing, extra_callbacks=callbacks, verbose=verbose)
 
 
 def per_example_loss(model: keras.Model):
@@ -141,13 +152,15 @@ class _Steps:
 def fit_multi_worker(model: keras.Model, train_ds, val_ds, *, strategy: tf.distribute.Strategy,
                      epochs: int, early_stopping_patience: int, offset: int = 0,
                      phase: str | None = None, log_epochs: bool = True,
-                     verbose: int = 2) -> FitResult:
+                     smoothing: float = 0.0, verbose: int = 2) -> FitResult:
     """Train a compiled model (built in ``strategy.scope()``) on every worker at once.
 
     ``train_ds`` / ``val_ds`` are batched by the global batch
     (:func:`dogbreeds.models.distribute.global_batch_size`) and seeded the same on every
     worker. Every worker returns the same history and ends with the same (best) weights;
-    ``log_epochs`` logs each epoch to the active MLflow run (the chief's).
+    ``log_epochs`` logs each epoch to the active MLflow run (the chief's). ``smoothing``:
+    as in :func:`~dogbreeds.models.fit.fit_resumable` (patience counts epochs without a new
+    low of the moving average; the kept weights are those of the lowest raw val_loss).
 
     Raises:
         WorkerLost: a peer died or stopped answering (the TensorFlow error is chained).
@@ -158,12 +171,15 @@ def fit_multi_worker(model: keras.Model, train_ds, val_ds, *, strategy: tf.distr
     logger = MlflowEpochLogger(offset)
     rows: list[dict] = []
     best, best_weights, waited = math.inf, None, 0
+    smoother, lowest = SmoothedMonitor(smoothing) if smoothing else None, math.inf
     start = time.perf_counter()
     try:
         for epoch in range(int(epochs)):
             train = steps.epoch(dist_train, steps.train)
             val = steps.epoch(dist_val, steps.evaluate)
             row = {**train, **{f"val_{k}": v for k, v in val.items()}}
+            if smoother is not None:
+                smoother.on_epoch_end(epoch, row)
             rows.append({"epoch": epoch, **row})
             if log_epochs:
                 logger.on_epoch_end(epoch, row)
@@ -171,7 +187,10 @@ def fit_multi_worker(model: keras.Model, train_ds, val_ds, *, strategy: tf.distr
                 print(f"epoch {offset + epoch + 1}/{offset + int(epochs)}: "
                       + " ".join(f"{k} {v:.4f}" for k, v in row.items()), flush=True)
             if row[MONITOR] < best:
-                best, best_weights, waited = row[MONITOR], model.get_weights(), 0
+                best, best_weights = row[MONITOR], model.get_weights()
+            watched = row[SMOOTHED if smoother is not None else MONITOR]
+            if watched < lowest:
+                lowest, waited = watched, 0
             else:
                 waited += 1
                 if waited >= int(early_stopping_patience):

@@ -109,7 +109,8 @@ def fit_and_record(model: keras.Model, train_ds, val_ds, *, name: str, kind: str
                    n_train_images: int, early_stopping_patience: int, work_dir: Path,
                    backbone: str | None = None, log_model: bool = True,
                    extra_metrics: dict | None = None, data_key: str = "",
-                   strategy=None, verbose: int = 2) -> dict:
+                   strategy=None, smoothing: float = 0.0, callbacks: list | None = None,
+                   verbose: int = 2) -> dict:
     """Train ``model`` (resumably) and record it: files in ``out_dir`` + the MLflow run.
 
     Must run inside an active MLflow run (:func:`dogbreeds.tracking.store.stage_run`). See
@@ -123,7 +124,8 @@ def fit_and_record(model: keras.Model, train_ds, val_ds, *, name: str, kind: str
     """
     result = fit_model(model, train_ds, val_ds, strategy=strategy, epochs=epochs,
                        work_dir=work_dir, early_stopping_patience=early_stopping_patience,
-                       data_key=data_key, verbose=verbose)
+                       data_key=data_key, smoothing=smoothing, callbacks=callbacks,
+                       verbose=verbose)
     images_per_second = n_train_images * result.epochs_run / max(result.seconds, 1e-9)
     return record_model(
         model, result.history, name=name, kind=kind, out_dir=out_dir, classes=classes,

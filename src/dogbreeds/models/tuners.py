@@ -174,10 +174,11 @@ class SearchResult:
 
 
 def run_search(tuner: kt.Tuner, train_ds: Any, val_ds: Any, *, epochs: int,
-               verbose: int = 2) -> SearchResult:
+               callbacks: list | None = None, verbose: int = 2) -> SearchResult:
     """Run (or resume) the search and return its best configuration.
 
     Must run inside an active MLflow run (the stage's): each trial becomes a nested run.
+    ``callbacks`` join every trial's fit (e.g. the recipe's precise BatchNorm).
     (A distributed-tuning worker calls :func:`dogbreeds.models.tuning_cluster.run_worker`.)
 
     Raises:
@@ -189,7 +190,8 @@ def run_search(tuner: kt.Tuner, train_ds: Any, val_ds: Any, *, epochs: int,
         raise RuntimeError("run_search needs an active MLflow run (the stage's) to nest "
                            "trial runs under")
     try:
-        tuner.search(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose)
+        tuner.search(train_ds, validation_data=val_ds, epochs=epochs,
+                     callbacks=list(callbacks or []), verbose=verbose)
     finally:
         # An interrupted trial leaves its nested run open: close it, so the stage's
         # `with stage_run(...)` ends the stage's run and not the trial's.
@@ -304,13 +306,33 @@ def best_trial(tuner: kt.Tuner):
     return min(done, key=order)
 
 
-def build_best_model(tuner: kt.Tuner, strategy: Any = None) -> keras.Model:
-    """A fresh (untrained) model with the best trial's hyperparameters.
+def build_best_model(tuner: kt.Tuner, strategy: Any = None, *,
+                     epochs: int | None = None) -> tuple[keras.Model, bool]:
+    """The best trial's model, with the weights of its best epoch when they are on disk.
+
+    The final training continues from there instead of repeating the trial's epochs from
+    random weights; with ``epochs`` its learning-rate schedule (warm-up included) spans that
+    many epochs, a warm restart. A trial run by a distributed-tuning worker on another
+    machine leaves no checkpoint here: the model then starts from scratch.
 
     Args:
         strategy: optional ``tf.distribute.Strategy`` to build (and compile) the model under.
+        epochs: the final training's epochs (default: the hypermodel's, a trial's).
+
+    Returns:
+        The compiled model and whether it holds the best trial's weights.
     """
     keras.backend.clear_session()  # drop the last trial's graph state
-    best = best_trial(tuner).hyperparameters
+    trial = best_trial(tuner)
+    hypermodel = tuner.hypermodel
+    if epochs is not None and hasattr(hypermodel, "for_epochs"):
+        hypermodel = hypermodel.for_epochs(epochs)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        return tuner.hypermodel.build(best)
+        model = hypermodel.build(trial.hyperparameters)
+        weights = Path(tuner._get_checkpoint_fname(trial.trial_id))
+        if not weights.is_file():
+            log.warning("no checkpoint of best trial %s at %s: the final model starts from "
+                        "scratch", trial.trial_id, weights)
+            return model, False
+        model.load_weights(str(weights))
+    return model, True

@@ -1,9 +1,11 @@
 """What the CNN hyperparameter search explores: its settings, space and hypermodel.
 
 The hypermodel declares the search space (number of conv blocks, filters per block, kernel
-size, dense units, dropout, learning rate) and builds the model with
-:func:`dogbreeds.models.builders.build_scratch_cnn` — the same builder the untuned CNN uses, so the
-tuned model differs only by its hyperparameters. keras-tuner keeps its state in a project
+size, dense units, dropout, learning rate, and the recipe's knobs: weight decay, label
+smoothing, block type) and builds the model with the hand-set CNN's recipe
+(:class:`~dogbreeds.models.scratch.ScratchSettings`: its learning-rate schedule, input size,
+pooling, online augmentation) through :func:`dogbreeds.models.builders.build_scratch_cnn`, so
+the tuned model differs only by its hyperparameters. keras-tuner keeps its state in a project
 directory whose name hashes the search configuration (:func:`project_name`), so a killed
 search resumes its finished trials while a changed search space starts afresh. Running the
 search, one nested MLflow run per trial, is :mod:`dogbreeds.models.tuners`.
@@ -42,7 +44,10 @@ class SearchSpace:
         kernel: choices of kernel size, one for the whole network.
         dense: choices of units of the single dense layer of the head.
         dropout: (min, max) dropout before the classifier.
-        learning_rate: (min, max), sampled on a log scale.
+        learning_rate: (min, max) peak learning rate, sampled on a log scale.
+        weight_decay: (min, max) AdamW weight decay (0 allowed: plain Adam).
+        label_smoothing: (min, max).
+        block_type: choices of conv block (``plain``, ``residual``, ``separable``).
     """
 
     blocks: tuple[int, int]
@@ -51,6 +56,9 @@ class SearchSpace:
     dense: tuple[int, ...]
     dropout: tuple[float, float]
     learning_rate: tuple[float, float]
+    weight_decay: tuple[float, float]
+    label_smoothing: tuple[float, float]
+    block_type: tuple[str, ...]
 
     @classmethod
     def from_params(cls, space: Mapping[str, Any]) -> SearchSpace:
@@ -72,6 +80,11 @@ class SearchSpace:
         if learning_rate[0] <= 0.0:
             raise ValueError("tune.search_space.learning_rate must be > 0 (log scale), "
                              f"got {list(learning_rate)}")
+        weight_decay = _float_range("weight_decay", space["weight_decay"])
+        smoothing = _float_range("label_smoothing", space["label_smoothing"])
+        if weight_decay[0] < 0.0 or not (0.0 <= smoothing[0] and smoothing[1] < 1.0):
+            raise ValueError("tune.search_space: weight_decay must be >= 0 and label_smoothing "
+                             f"in [0, 1), got {list(weight_decay)} and {list(smoothing)}")
         return cls(
             blocks=blocks,
             filters=_choices("filters", space["filters"]),
@@ -79,6 +92,9 @@ class SearchSpace:
             dense=_choices("dense", space["dense"]),
             dropout=dropout,
             learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            label_smoothing=smoothing,
+            block_type=_names("block_type", space["block_type"], builders.BLOCK_TYPES),
         )
 
 
@@ -113,6 +129,15 @@ def _choices(name: str, value: Any) -> tuple[int, ...]:
     return tuple(dict.fromkeys(value))  # unique, order kept (keras-tuner rejects duplicates)
 
 
+def _names(name: str, value: Any, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, Sequence) or not value or any(v not in allowed for v in value):
+        raise ValueError(f"tune.search_space.{name} must be a non-empty list of {allowed}, "
+                         f"got {value!r}")
+    return tuple(dict.fromkeys(value))
+
+
 def _float_hp(hp: kt.HyperParameters, name: str, bounds: tuple[float, float],
               sampling: str = "linear") -> float:
     low, high = bounds
@@ -129,7 +154,8 @@ def declare_architecture(hp: kt.HyperParameters, space: SearchSpace) -> dict[str
 
     Returns:
         ``blocks`` (list of ``{"filters", "kernel"}``), ``dense`` (list of units),
-        ``dropout`` and ``learning_rate``: the keyword arguments of
+        ``dropout``, ``learning_rate`` (the peak of the schedule), ``weight_decay``,
+        ``label_smoothing`` and ``block_type``: the keyword arguments of
         :func:`dogbreeds.models.builders.build_scratch_cnn` that the search controls.
     """
     low, high = space.blocks
@@ -144,6 +170,9 @@ def declare_architecture(hp: kt.HyperParameters, space: SearchSpace) -> dict[str
         "dense": [int(hp.Choice("dense", list(space.dense)))],
         "dropout": float(_float_hp(hp, "dropout", space.dropout)),
         "learning_rate": float(_float_hp(hp, "learning_rate", space.learning_rate, "log")),
+        "weight_decay": float(_float_hp(hp, "weight_decay", space.weight_decay)),
+        "label_smoothing": float(_float_hp(hp, "label_smoothing", space.label_smoothing)),
+        "block_type": str(hp.Choice("block_type", list(space.block_type))),
     }
 
 
@@ -158,26 +187,38 @@ def architecture_from_values(values: Mapping[str, Any], space: SearchSpace) -> d
 class ScratchCNNHyperModel(kt.HyperModel):
     """Builds :func:`dogbreeds.models.builders.build_scratch_cnn` from a trial's hyperparameters.
 
-    Everything the search does not control (input size, pooling, online augmentation, seed)
-    is fixed here, taken from the untuned CNN's settings.
+    Everything the search does not control (input size, pooling, online augmentation, the
+    learning-rate schedule's shape, seed) comes from the hand-set CNN's settings ``recipe``.
+    The schedule spans ``epochs`` × ``steps_per_epoch``: a trial's budget, or the final
+    training's (:meth:`for_epochs`).
     """
 
-    def __init__(self, space: SearchSpace, num_classes: int, image_size: int, *,
-                 pooling: str = "avg", augmentation: Mapping[str, Any] | None = None,
-                 seed: int | None = None) -> None:
+    def __init__(self, space: SearchSpace, num_classes: int, recipe: ScratchSettings, *,
+                 epochs: int, steps_per_epoch: int) -> None:
         super().__init__(name="scratch_cnn", tunable=True)
         self.space = space
         self.num_classes = num_classes
-        self.image_size = image_size
-        self.pooling = pooling
-        self.augmentation = dict(augmentation) if augmentation else None
-        self.seed = seed
+        self.recipe = recipe
+        self.epochs = int(epochs)
+        self.steps_per_epoch = int(steps_per_epoch)
+
+    @property
+    def image_size(self) -> int:
+        return self.recipe.image_size
+
+    def for_epochs(self, epochs: int) -> ScratchCNNHyperModel:
+        """The same hypermodel with a schedule spanning ``epochs`` instead."""
+        return ScratchCNNHyperModel(self.space, self.num_classes, self.recipe, epochs=epochs,
+                                    steps_per_epoch=self.steps_per_epoch)
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
+        arch = declare_architecture(hp, self.space)
+        rate = self.recipe.learning_rate_schedule(arch.pop("learning_rate"), self.epochs,
+                                                  self.steps_per_epoch)
         return builders.build_scratch_cnn(
-            self.num_classes, self.image_size, **declare_architecture(hp, self.space),
-            pooling=self.pooling, augmentation=self.augmentation, seed=self.seed,
-        )
+            self.num_classes, self.recipe.image_size, **arch, learning_rate=rate,
+            pooling=self.recipe.pooling, augmentation=self.recipe.online_augmentation,
+            seed=self.recipe.seed)
 
 
 @dataclass(frozen=True)
@@ -190,7 +231,8 @@ class TuneSettings:
         max_trials: trial budget, whatever the algorithm.
         epochs: per trial (hyperband: its max epochs).
         batch_size: per replica.
-        final_epochs: the retraining of the best configuration (``scratch_tuned``).
+        final_epochs: the final training of the best configuration (``scratch_tuned``),
+            continuing from the best trial's weights with a fresh warm-up and schedule.
         output: the ``scratch_tuned`` model folder.
         search_space: the bounds of the search (``tune.search_space``).
         seed: ``base.seed``.
@@ -218,7 +260,7 @@ class TuneSettings:
 
     @property
     def retrain_checkpoint_dir(self) -> Path:
-        """Resume backup of the best configuration's retraining."""
+        """Resume backup of the best configuration's final training."""
         return CHECKPOINTS / "scratch_tuned"
 
     def project(self, scratch: ScratchSettings, *, batch_size: int, classes: list[str],

@@ -77,12 +77,13 @@ def chief_run_id(experiment_id: str, project: str, timeout: float, poll: float =
 
 
 def run_worker(tuner: kt.Tuner, train_ds: Any, val_ds: Any, *, epochs: int,
-               parent_run_id: str, verbose: int = 2) -> None:
+               parent_run_id: str, callbacks: list | None = None, verbose: int = 2) -> None:
     """Run the trials the chief's oracle hands out until it stops, each one a nested MLflow
     run under ``parent_run_id`` (the chief's stage run)."""
     tuner.parent_run_id = parent_run_id
     try:
-        tuner.search(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose)
+        tuner.search(train_ds, validation_data=val_ds, epochs=epochs,
+                     callbacks=list(callbacks or []), verbose=verbose)
     finally:
         while mlflow.active_run() is not None:  # an interrupted trial's run
             mlflow.end_run(status="KILLED")

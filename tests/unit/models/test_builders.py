@@ -92,3 +92,62 @@ def test_unfreeze_top_keeps_batchnorm_frozen():
     assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in top)
     assert len(model.trainable_weights) > frozen_trainables
     assert all("bn" not in w.path.lower() for w in backbone.trainable_weights)
+
+
+@pytest.mark.parametrize("block_type", ["residual", "separable"])
+def test_residual_blocks_halve_the_resolution_and_add_a_projected_shortcut(block_type):
+    model = builders.build_scratch_cnn(4, 32, SMALL[:2], [8], 0.0, 1e-3, block_type=block_type)
+    for i, (filters, side) in enumerate([(32, 16), (64, 8)]):
+        assert tuple(model.get_layer(f"block{i}_add").output.shape) == (
+            None, side, side, filters)
+        assert model.get_layer(f"block{i}_conv").strides == (2, 2)  # downsamples itself
+        # Shortcut: 2x2 average, then a 1x1 projection to the block's width.
+        assert model.get_layer(f"block{i}_proj_conv").kernel_size == (1, 1)
+        second = type(model.get_layer(f"block{i}b_conv")).__name__
+        assert second == ("SeparableConv2D" if block_type == "separable" else "Conv2D")
+    assert "block0_pool" not in [layer.name for layer in model.layers]
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    assert model.predict(x, verbose=0).shape == (2, 4)
+    with pytest.raises(ValueError, match="block_type must be one of"):
+        builders.build_scratch_cnn(4, 32, SMALL[:1], [], 0.0, 1e-3, block_type="dense")
+
+
+def test_residual_and_plain_nets_end_at_the_same_resolution():
+    shapes = {kind: tuple(builders.build_scratch_cnn(3, 96, SMALL, [], 0.0, 1e-3,
+                                                     block_type=kind)
+                          .get_layer("pooling").input.shape)
+              for kind in builders.BLOCK_TYPES}
+    assert set(shapes.values()) == {(None, 6, 6, 256)}
+
+
+def test_smoothed_crossentropy_matches_its_formula():
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], np.float32)
+    labels = np.array([0, 1])
+    s = 0.3
+    targets = np.full((2, 3), s / 3) + np.eye(3)[labels] * (1 - s)
+    expected = -(targets * np.log(probs)).sum(axis=1).mean()
+    loss = builders.SparseSmoothedCrossentropy(s)
+    assert float(loss(labels, probs)) == pytest.approx(expected, rel=1e-5)
+    plain = keras.losses.SparseCategoricalCrossentropy()
+    assert float(builders.SparseSmoothedCrossentropy(0.0)(labels, probs)) == pytest.approx(
+        float(plain(labels, probs)), rel=1e-5)
+    restored = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert restored.label_smoothing == s
+    with pytest.raises(ValueError, match="label_smoothing"):
+        builders.SparseSmoothedCrossentropy(1.0)
+
+
+def test_adamw_spares_batchnorm_and_biases():
+    model = builders.build_scratch_cnn(3, 16, SMALL[:1], [4], 0.0, 1e-3, weight_decay=0.5)
+    assert isinstance(model.optimizer, keras.optimizers.AdamW)
+    model.optimizer.build(model.trainable_variables)
+    exempt = {v.name for v in model.trainable_variables
+              if not model.optimizer._use_weight_decay(v)}
+    assert exempt == {"gamma", "beta", "bias"}  # the conv and dense kernels are decayed
+
+
+def test_warmup_cosine_needs_steps_beyond_the_warm_up():
+    rate = builders.warmup_cosine(0.1, total_steps=20, warmup_steps=0)
+    assert float(rate(0)) == pytest.approx(0.1) and float(rate(20)) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="warm-up"):
+        builders.warmup_cosine(0.1, total_steps=10, warmup_steps=10)

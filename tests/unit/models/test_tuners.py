@@ -4,11 +4,13 @@ resume."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 
 import keras_tuner as kt
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -16,7 +18,7 @@ from dogbreeds.data import datasets
 from dogbreeds.jsonfile import write_json
 from dogbreeds.models import tuners
 from dogbreeds.tracking import store
-from support.tune_data import SIZE, dataset_table, hypermodel
+from support.tune_data import SIZE, dataset_table, hypermodel, schedule_of
 
 
 def train_val(root: Path, df: pd.DataFrame, image_size: int = SIZE):
@@ -36,8 +38,9 @@ def searched(tmp_path_factory):
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
         with store.stage_run("tune", root, experiment="tune-test") as parent:
-            tuner = tuners.make_tuner("random", hypermodel(), max_trials=2, epochs=2, seed=3,
-                                      directory=root / "checkpoints" / "tune", project="p1")
+            tuner = tuners.make_tuner("random", hypermodel(epochs=2), max_trials=2, epochs=2,
+                                      seed=3, directory=root / "checkpoints" / "tune",
+                                      project="p1")
             result = tuners.run_search(tuner, train_ds, val_ds, epochs=2, verbose=0)
             record = tuners.best_hyperparameters_record(result, algorithm="random",
                                                         project="p1", fixed={"pooling": "avg"})
@@ -108,12 +111,41 @@ def test_parent_run_logs_best_params_and_trials_table(searched):
 
 
 def test_best_model_rebuilds_the_best_architecture(searched):
-    model = tuners.build_best_model(searched["tuner"])
+    model, continued = tuners.build_best_model(searched["tuner"])
     arch = searched["result"].architecture
-    convs = [layer for layer in model.layers if layer.name.endswith("_conv")]
+    convs = [layer for layer in model.layers if re.fullmatch(r"block\d+_conv", layer.name)]
     assert [c.filters for c in convs] == [b["filters"] for b in arch["blocks"]]
-    assert model.output_shape == (None, 3)
-    assert model.optimizer.learning_rate.numpy() == pytest.approx(arch["learning_rate"], rel=1e-5)
+    assert model.output_shape == (None, 3) and continued
+    assert schedule_of(model).get_config()["warmup_target"] == pytest.approx(
+        arch["learning_rate"], rel=1e-5)
+
+
+def test_the_final_model_continues_from_the_best_trials_best_epoch(searched, tmp_path):
+    """Its first epoch starts where the best trial ended (its val accuracy), not at chance,
+    with a schedule spanning the final training's epochs."""
+    tuner, (_, val_ds) = searched["tuner"], searched["datasets"]
+    model, continued = tuners.build_best_model(tuner, epochs=5)
+    assert continued
+    before = model.evaluate(val_ds, verbose=0, return_dict=True)["accuracy"]
+    assert before == pytest.approx(searched["result"].best_score, abs=1e-6)
+    steps = tuner.hypermodel.steps_per_epoch
+    assert float(schedule_of(model)(4 * steps)) > 0  # a trial's 2 epochs would be over here
+    fresh = tuner.hypermodel.build(tuners.best_trial(tuner).hyperparameters)
+    assert any(not np.allclose(a, b) for a, b in zip(fresh.get_weights(), model.get_weights(),
+                                                     strict=True))
+
+
+def test_without_the_best_trials_checkpoint_the_final_model_starts_afresh(searched):
+    """A distributed worker's trial on another machine leaves no weights on the chief."""
+    tuner = searched["tuner"]
+    checkpoint = Path(tuner._get_checkpoint_fname(tuners.best_trial(tuner).trial_id))
+    moved = checkpoint.with_suffix(".moved")
+    checkpoint.rename(moved)
+    try:
+        model, continued = tuners.build_best_model(tuner)
+    finally:
+        moved.rename(checkpoint)
+    assert not continued and model.output_shape == (None, 3)
 
 
 def test_rerun_resumes_finished_trials_without_new_runs(searched):

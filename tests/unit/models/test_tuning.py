@@ -13,7 +13,7 @@ from dogbreeds.models import tuning
 from dogbreeds.models.scratch import ScratchSettings
 from dogbreeds.settings import SettingsError
 from support.params import PARAMS
-from support.tune_data import SIZE, SPACE, hypermodel
+from support.tune_data import SIZE, SPACE, hypermodel, schedule_of
 
 
 def test_hypermodel_respects_search_space_bounds():
@@ -27,7 +27,7 @@ def test_hypermodel_respects_search_space_bounds():
     assert (by_name["dropout"].min_value, by_name["dropout"].max_value) == (0.0, 0.3)
     oracle = kt.oracles.RandomSearchOracle(objective="val_accuracy", max_trials=40, seed=0)
     oracle.hyperparameters = hp
-    seen_blocks = set()
+    seen_blocks, seen_types = set(), set()
     for i in range(40):
         values = oracle.populate_space(str(i))["values"]
         arch = tuning.architecture_from_values(values, space)
@@ -39,16 +39,39 @@ def test_hypermodel_respects_search_space_bounds():
         assert arch["dense"][0] in (8, 16)
         assert 0.0 <= arch["dropout"] <= 0.3
         assert 0.001 <= arch["learning_rate"] <= 0.01
+        assert 0.0 <= arch["weight_decay"] <= 0.1 and 0.0 <= arch["label_smoothing"] <= 0.2
+        seen_types.add(arch["block_type"])
     assert seen_blocks == {2, 3, 4}
+    assert seen_types == {"plain", "residual"}
 
 
 def test_hypermodel_builds_the_scratch_cnn():
     hp = kt.HyperParameters()
     hp.Fixed("blocks", 2)
+    hp.Fixed("block_type", "plain")
     model = hypermodel().build(hp)
     assert model.name == "scratch_cnn"
     assert len([layer for layer in model.layers if layer.name.endswith("_conv")]) == 2
     assert model.input_shape == (None, SIZE, SIZE, 3) and model.output_shape == (None, 3)
+
+
+def test_hypermodel_shares_the_hand_set_recipe_and_spans_its_epochs():
+    """The trial's schedule spans the trial's steps; for_epochs() the final training's."""
+    hp = kt.HyperParameters()
+    hp.Fixed("learning_rate", 0.004)
+    hp.Fixed("weight_decay", 0.03)
+    hp.Fixed("label_smoothing", 0.15)
+    hp.Fixed("block_type", "residual")
+    trial = hypermodel(epochs=2, steps_per_epoch=5)
+    model = trial.build(hp)
+    rate = schedule_of(model)
+    assert float(rate(5)) == pytest.approx(0.004)      # warm-up: 1 epoch (params.yaml)
+    assert float(rate(10)) == pytest.approx(0.0, abs=1e-9)
+    assert model.optimizer.weight_decay == pytest.approx(0.03)
+    assert model.loss.label_smoothing == pytest.approx(0.15)
+    assert "block0_add" in [layer.name for layer in model.layers]
+    final_rate = schedule_of(trial.for_epochs(6).build(hp))
+    assert float(final_rate(10)) > 0.001 and float(final_rate(30)) == pytest.approx(0, abs=1e-9)
 
 
 @pytest.mark.parametrize("change, match", [
@@ -58,6 +81,9 @@ def test_hypermodel_builds_the_scratch_cnn():
     ({"dropout": [0.1, 1.0]}, r"dropout must lie in \[0, 1\)"),
     ({"learning_rate": [0, 0.1]}, "learning_rate must be > 0"),
     ({"kernel": None}, "kernel must be a non-empty list"),
+    ({"block_type": ["plain", "wide"]}, "block_type must be a non-empty list"),
+    ({"weight_decay": [-0.1, 0.1]}, "weight_decay must be >= 0"),
+    ({"label_smoothing": [0.0, 1.0]}, "label_smoothing"),
 ])
 def test_search_space_rejects_bad_bounds(change, match):
     with pytest.raises(ValueError, match=match):
