@@ -159,3 +159,11 @@ def test_a_new_photo_in_a_source_folder_reruns_what_depends_on_it(tmp_path, fake
     df = tables.read_table(project / "data" / "metadata" / "images.parquet")
     assert df.loc[df["source"] == "feedback", "path"].tolist() == [
         "data/sources/feedback/papillon/papillon_0.jpg"]
+
+    # The feedback store's bookkeeping is not data: a record rewritten when a photo is
+    # confirmed again, a lock, a staged file must not rerun anything (.dvcignore).
+    feedback = project / "data/sources/feedback"
+    for name in (".records/abc.json", ".locks/abc.lock", ".staging/abc.part"):
+        (feedback / name).parent.mkdir(parents=True, exist_ok=True)
+        (feedback / name).write_text("{}", encoding="utf-8")
+    assert changed_stages(dvc(project, "status", "augment").stdout) == set()

@@ -33,8 +33,11 @@ def make_project(dest: Path) -> Path:
         shutil.copy2(keep, dest / keep.relative_to(REPO))
     env = {**os.environ, **GIT_ENV}
     for cmd in (["git", "init", "-q"], [dvc_bin(), "init", "-q"],
-                [dvc_bin(), "config", "core.analytics", "false"],
-                ["git", "add", "-A"], ["git", "commit", "-qm", "pipeline"]):
+                [dvc_bin(), "config", "core.analytics", "false"]):
+        subprocess.run(cmd, cwd=dest, check=True, env=env, capture_output=True)
+    # The project's own (after `dvc init`, which writes a blank one): what DVC must not hash.
+    shutil.copy2(REPO / ".dvcignore", dest / ".dvcignore")
+    for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "pipeline"]):
         subprocess.run(cmd, cwd=dest, check=True, env=env, capture_output=True)
     return dest
 
