@@ -41,23 +41,24 @@ import keras
 import mlflow
 import numpy as np
 import tensorflow as tf
-import yaml
 
 from benchmarks.common import load, write_result
 from dogbreeds.data import datasets, tables
 from dogbreeds.models import fit
 from dogbreeds.models.scratch import ScratchSettings, steps_per_epoch
+from dogbreeds.profiles import parse_override, set_path
 from pipeline.common import PARAMS_FILE, load_params
 
 NAME = "scratch_recipe"
 
 
 def with_overrides(params: dict, overrides: list[str]) -> dict:
-    """``params`` with ``train_scratch.<key>`` set from ``key=value`` (value parsed as YAML)."""
+    """``params`` with ``train_scratch.<key>`` set from ``key=value`` (value parsed as YAML,
+    as ``dogbreeds profile -S`` does)."""
     params = copy.deepcopy(params)
     for item in overrides:
-        key, _, value = item.partition("=")
-        params["train_scratch"][key.strip()] = yaml.safe_load(value)
+        keys, value = parse_override(item)
+        set_path(params, ["train_scratch", *keys], value)
     return params
 
 

@@ -220,7 +220,7 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def run_monitor(*, model_uri: str, log_path: Path, feedback_dir: Path | None, since: str,
+def run_monitor(*, model_uri: str, log_path: Path, feedback_dir: Path, since: str,
                 settings: MonitorSettings, output: Path, root: Path, experiment: str,
                 now: datetime | None = None) -> int:
     """The command: judge, write ``monitor.json`` + ``monitor.png`` to ``output``, log an
@@ -252,7 +252,7 @@ def run_monitor(*, model_uri: str, log_path: Path, feedback_dir: Path | None, si
     return report["exit_code"]
 
 
-def gather(model_uri: str, log_path: Path, feedback_dir: Path | None, since: str,
+def gather(model_uri: str, log_path: Path, feedback_dir: Path, since: str,
            settings: MonitorSettings, end: datetime) -> tuple[Baseline, Traffic]:
     """The baseline and the window's traffic, or :class:`MonitorInputError` (or
     ``ModelLoadError``: no store) saying why there is nothing to judge."""

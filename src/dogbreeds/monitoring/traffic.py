@@ -98,7 +98,7 @@ def champion_baseline(model_uri: str) -> Baseline:
     return Baseline(name, version, run_id, answers)
 
 
-def recent_traffic(log_path: Path, feedback_dir: Path | None, version: str, start: datetime,
+def recent_traffic(log_path: Path, feedback_dir: Path, version: str, start: datetime,
                    end: datetime) -> Traffic:
     """Predictions answered by ``version`` in [start, end], and the corrections of the answers
     given in that window (by that version). Log rows whose status is not an answer
@@ -130,19 +130,15 @@ def recent_traffic(log_path: Path, feedback_dir: Path | None, version: str, star
                    other_versions={str(k): int(v) for k, v in others.items()})
 
 
-def read_feedback(feedback_dir: Path | None) -> pd.DataFrame:
-    """Every correction in ``feedback_dir``; none when it is None or does not exist (the demo
-    stores corrections only when feedback is on).
+def read_feedback(feedback_dir: Path) -> pd.DataFrame:
+    """Every correction in ``feedback_dir`` (none when it does not exist yet: the demo
+    creates it only when feedback is on).
 
     Raises:
         MonitorInputError: the folder cannot be read.
     """
     from dogbreeds.data.feedback import FeedbackError, read_corrections
 
-    if feedback_dir is None or not Path(feedback_dir).is_dir():
-        return pd.DataFrame({
-            "verdict": pd.Series(dtype=object), "model_version": pd.Series(dtype=object),
-            "answered_at": pd.Series(dtype="datetime64[ns, UTC]")})
     try:
         return read_corrections(Path(feedback_dir))
     except (FeedbackError, OSError, ValueError, KeyError) as exc:
