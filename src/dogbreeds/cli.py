@@ -39,12 +39,9 @@ def registry_model_name(params_file: Path = PARAMS_FILE) -> str:
     """
     if not params_file.is_file():
         return FALLBACK_MODEL_NAME
-    import yaml
-
     from dogbreeds.tracking.registry import RegistrySettings
 
-    params = yaml.safe_load(params_file.read_text(encoding="utf-8")) or {}
-    return RegistrySettings.from_params(params).model_name
+    return RegistrySettings.from_params(project_params(params_file)).model_name
 
 
 def default_model_uri(params_file: Path = PARAMS_FILE) -> str:

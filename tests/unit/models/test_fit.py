@@ -54,13 +54,19 @@ def _fit_losses(tree, seed: int) -> list[float]:
     return history.history["loss"] + history.history["val_loss"]
 
 
-def test_a_fit_without_backups_still_ends_on_its_best_epoch(tree, tmp_path):
+def jumpy_fit_inputs(tree):
+    """A seeded tiny CNN and its data, with a learning rate high enough that val_loss does not
+    fall every epoch."""
     root, df = tree
     fit.seed_everything(0)
     classes, _, _, train_ds, val_ds = datasets.train_val_datasets(
         df, 32, 8, use_augmented=False, seed=0, root=root)
-    # A learning rate high enough that val_loss does not fall every epoch.
     model = builders.build_scratch_cnn(len(classes), 32, TINY_BLOCKS, [16], 0.1, 3e-2, seed=0)
+    return model, train_ds, val_ds
+
+
+def test_a_fit_without_backups_still_ends_on_its_best_epoch(tree, tmp_path):
+    model, train_ds, val_ds = jumpy_fit_inputs(tree)
     with store.stage_run("t", tmp_path, experiment="t"):
         result = fit.fit_resumable(model, train_ds, val_ds, epochs=8, work_dir=tmp_path / "w",
                                    early_stopping_patience=8, resumable=False, verbose=0)
@@ -132,11 +138,7 @@ def test_early_stopping_on_the_smoothed_loss_follows_the_trend_not_a_lucky_epoch
 
 
 def test_a_smoothed_fit_logs_the_average_and_keeps_the_lowest_raw_val_loss(tree, tmp_path):
-    root, df = tree
-    fit.seed_everything(0)
-    classes, _, _, train_ds, val_ds = datasets.train_val_datasets(
-        df, 32, 8, use_augmented=False, seed=0, root=root)
-    model = builders.build_scratch_cnn(len(classes), 32, TINY_BLOCKS, [16], 0.1, 3e-2, seed=0)
+    model, train_ds, val_ds = jumpy_fit_inputs(tree)
     with store.stage_run("t", tmp_path, experiment="t"):
         result = fit.fit_resumable(model, train_ds, val_ds, epochs=4, work_dir=tmp_path / "w",
                                    early_stopping_patience=4, smoothing=0.5, verbose=0)
