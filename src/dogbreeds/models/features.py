@@ -147,14 +147,40 @@ def extract_features(df: pd.DataFrame, backbone_name: str, weights, image_size: 
     Returns:
         float32 ``[N, C]`` for avg/max pooling, ``[N, h, w, C]`` for flatten.
     """
+    views = extract_views(df, backbone_name, weights, image_size, pooling, batch_size, root,
+                          extractor=extractor, views=(flip,))
+    return views[flip]
+
+
+def extract_views(df: pd.DataFrame, backbone_name: str, weights, image_size: int,
+                  pooling: str, batch_size: int, root: Path = Path("."), *,
+                  extractor: keras.Model | None = None, views: tuple[bool, ...] = (False,)
+                  ) -> dict[bool, np.ndarray]:
+    """Features of every row of ``df`` for each view in ``views`` (False: the photo, True: its
+    mirror image), from ONE decode of each photo: a batch's mirror images go through the
+    backbone in the same call, stacked after the originals.
+
+    Returns:
+        view → float32 ``[N, C]`` (avg/max pooling) or ``[N, h, w, C]`` (flatten).
+    """
     extractor = extractor or feature_extractor(backbone_name, weights, image_size, pooling)
     if len(df) == 0:
-        return np.zeros((0, *extractor.output.shape[1:]), np.float32)
+        empty = np.zeros((0, *extractor.output.shape[1:]), np.float32)
+        return {view: empty for view in views}
     ds = make_dataset(df, sorted(set(df["breed"])), image_size, batch_size, root=root,
                       with_labels=False)
-    if flip:
-        ds = ds.map(mirror)
-    return np.asarray(extractor.predict(ds, verbose=0), dtype=np.float32)
+    ds = ds.map(lambda images: keras.ops.concatenate(
+        [mirror(images) if view else images for view in views], axis=0))
+    stacked = np.asarray(extractor.predict(ds, verbose=0), dtype=np.float32)
+    # Unstack: each batch of k photos gave len(views) blocks of k rows, in `views` order.
+    sizes = [min(batch_size, len(df) - start) for start in range(0, len(df), batch_size)]
+    out: dict[bool, list[np.ndarray]] = {view: [] for view in views}
+    offset = 0
+    for k in sizes:
+        for view in views:
+            out[view].append(stacked[offset:offset + k])
+            offset += k
+    return {view: np.concatenate(blocks) for view, blocks in out.items()}
 
 
 def mirror(images):
@@ -185,8 +211,9 @@ def compute_feature_cache(df: pd.DataFrame, classes: list[str], backbone_name: s
 
     One pass over all rows (not one per split) so the timing is one clean measurement.
     ``shard`` computes only those rows (:mod:`dogbreeds.models.shards`); the fingerprint
-    still covers the whole input. ``flip_views`` adds a second pass over the mirror images:
-    ``features["<split>.flipped"]``, row for row (:func:`flipped_key`).
+    still covers the whole input. ``flip_views`` adds the mirror images (each photo decoded
+    once, its mirror through the backbone beside it): ``features["<split>.flipped"]``, row for
+    row (:func:`flipped_key`).
     """
     rows = all_rows = cache_frames(df, use_augmented)
     if shard is not None:
@@ -196,13 +223,11 @@ def compute_feature_cache(df: pd.DataFrame, classes: list[str], backbone_name: s
     index = index[INDEX_COLUMNS]
     extractor = feature_extractor(backbone_name, weights, image_size, pooling)
     start = time.perf_counter()
-    views = [False, True] if flip_views else [False]
-    by_split = {}
-    for flip in views:
-        feats = extract_features(rows, backbone_name, weights, image_size, pooling, batch_size,
-                                 root, extractor=extractor, flip=flip)
-        by_split.update({flipped_key(s) if flip else s: feats[(index["split"] == s).to_numpy()]
-                         for s in SPLITS})
+    views = extract_views(rows, backbone_name, weights, image_size, pooling, batch_size, root,
+                          extractor=extractor, views=(False, True) if flip_views else (False,))
+    by_split = {flipped_key(s) if flip else s: feats[(index["split"] == s).to_numpy()]
+                for flip, feats in views.items() for s in SPLITS}
+    feats = views[False]
     seconds = time.perf_counter() - start
     settings = {"backbone": backbone_name, "weights": str(weights), "image_size": image_size,
                 "pooling": pooling, "use_augmented": use_augmented, "classes": classes}
