@@ -118,3 +118,12 @@ def test_reliability_diagram_draws_one_panel_per_model_state():
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     assert Image.open(io.BytesIO(buf.getvalue())).size[0] > 400
+
+
+def test_a_temperature_of_one_reports_the_same_numbers_before_and_after():
+    rng = np.random.default_rng(7)
+    probs = rng.dirichlet(np.full(4, 0.3), size=200).astype(np.float32)
+    labels = np.array([rng.choice(4, p=p / p.sum()) for p in probs.astype(np.float64)])
+    metrics = calibration.calibration_metrics(labels, probs, 1.0)
+    assert metrics["ece_calibrated"] == metrics["ece"]
+    assert metrics["nll_calibrated"] == metrics["nll"]

@@ -98,3 +98,37 @@ def test_set_metrics_count_coverage_size_and_empty_lac_sets():
     assert metrics == pytest.approx({"coverage": 2 / 3, "mean_set_size": 5 / 3,
                                      "singleton_rate": 1 / 3, "lac_coverage": 0.0,
                                      "empty_set_rate": 2 / 3})
+
+
+def confident_float32_problem(n: int, seed: int):
+    """A model right on every photo and so sure that float32 rounds most top probabilities
+    to exactly 1.0 (the 4-breed sample's MobileNetV2): softmax of a margin of ~N(24, 3)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 4, n)
+    logits = rng.normal(0.0, 1.0, (n, 4))
+    logits[np.arange(n), labels] += rng.normal(24.0, 3.0, n)
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32), labels
+
+
+def test_coverage_holds_when_float32_rounds_the_top_probability_to_one():
+    cal_probs, cal_labels = confident_float32_problem(1000, 5)
+    test_probs, test_labels = confident_float32_problem(4000, 6)
+    # The ties this guards against: 1 - p is 0 for over 90 % of the photos, so the plain
+    # score's threshold is 0 and its coverage is whatever share of test photos ties, not 0.9.
+    naive = 1.0 - cal_probs[np.arange(1000), cal_labels].astype(np.float64)
+    assert conformal.conformal_quantile(naive, 0.9) == 0.0
+    naive_test = 1.0 - test_probs[np.arange(4000), test_labels].astype(np.float64)
+    assert (naive_test == 0).mean() > 0.92
+    threshold = conformal.fit_threshold(cal_probs, cal_labels, 0.9)
+    assert threshold > 0
+    metrics = conformal.set_metrics(test_probs, test_labels, threshold, 0.9)
+    assert metrics["lac_coverage"] == pytest.approx(0.9, abs=0.02)
+    assert metrics["coverage"] == 1.0       # the empty tenth is filled with the (right) top breed
+
+
+def test_other_mass_is_one_minus_p_without_rounding():
+    probs = np.array([[1.0, 1e-9, 2e-9], [0.2, 0.5, 0.3]], np.float32)
+    mass = conformal.other_mass(probs)
+    np.testing.assert_allclose(mass[0], [3e-9, 1.0 + 2e-9, 1.0 + 1e-9], rtol=1e-6)
+    np.testing.assert_allclose(mass[1], [0.8, 0.5, 0.7], rtol=1e-6)
