@@ -5,7 +5,9 @@ the shared contract plus ``best_hyperparameters.json``). keras-tuner's state liv
 ``checkpoints/tune/<project>`` (not a DVC output): rerunning after a kill resumes the
 finished trials; a changed search configuration gets a new project. The final training
 continues from the best trial's best-epoch weights (``tune.final_epochs`` more epochs, a fresh
-warm-up and schedule) rather than repeating the trial's epochs from random weights.
+warm-up and schedule) rather than repeating the trial's epochs from random weights. The
+first trial is the hand-set CNN itself (``train_scratch``'s architecture and recipe knobs), so
+the search starts from the design it has to beat.
 
 Distributed search (keras-tuner's ``KERASTUNER_*`` variables, docs/scaling.md): the chief runs
 the oracle, opens the stage's one MLflow run and writes the outputs; each worker runs trials,
@@ -13,6 +15,8 @@ each a nested run under the chief's, and writes nothing else.
 """
 
 from __future__ import annotations
+
+import logging
 
 from dogbreeds.data import datasets, tables
 from dogbreeds.jsonfile import write_json
@@ -23,6 +27,7 @@ from dogbreeds.tracking import store
 from pipeline.common import load_params, project_root
 
 STAGE = "tune"
+log = logging.getLogger(__name__)
 
 
 def main() -> None:
@@ -46,6 +51,9 @@ def main() -> None:
     hypermodel = tuning.ScratchCNNHyperModel(
         settings.search_space, len(classes), scratch, epochs=settings.epochs,
         steps_per_epoch=steps_per_epoch(len(train_df), batch_size))
+    if hypermodel.outside_space:
+        log.warning("the hand-set CNN is outside tune.search_space (%s): the first trial takes "
+                    "the space's defaults there", ", ".join(hypermodel.outside_space))
     project = settings.project(scratch, batch_size=batch_size, classes=classes,
                                data_key=data_key)
     tuner = tuners.make_tuner(
@@ -71,6 +79,7 @@ def main() -> None:
                                    callbacks=bn_callbacks)
         best = tuners.best_hyperparameters_record(
             result, algorithm=settings.algorithm, project=project, fixed=scratch.fixed)
+        best["hand_set"] = tuners.hand_set_record(hypermodel, result)
         out_dir = root / settings.output
         write_json(out_dir / "best_hyperparameters.json", best)
         tuners.log_search(result, best)

@@ -139,18 +139,57 @@ def _names(name: str, value: Any, allowed: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _float_hp(hp: kt.HyperParameters, name: str, bounds: tuple[float, float],
-              sampling: str = "linear") -> float:
+              sampling: str = "linear", default: float | None = None) -> float:
     low, high = bounds
     if low == high:  # a range collapsed to one value is a fixed hyperparameter
         return hp.Fixed(name, low)
-    return hp.Float(name, low, high, sampling=sampling)
+    return hp.Float(name, low, high, sampling=sampling, default=default)
 
 
-def declare_architecture(hp: kt.HyperParameters, space: SearchSpace) -> dict[str, Any]:
+def hand_set_values(recipe: ScratchSettings, space: SearchSpace
+                    ) -> tuple[dict[str, Any], list[str]]:
+    """The hand-set CNN (``train_scratch``) as values of the search space, and the names of
+    the settings the space cannot express (those keep keras-tuner's own defaults).
+
+    They become the hyperparameters' defaults, which the search's first trial takes
+    (:class:`dogbreeds.models.tuners.HandSetFirst`): the search starts from the design it
+    has to beat.
+    """
+    values: dict[str, Any] = {}
+    outside: list[str] = []
+
+    def offer(name: str, value: Any, fits: bool) -> None:
+        if fits:
+            values[name] = value
+        else:
+            outside.append(f"{name}={value!r}")
+
+    blocks = list(recipe.blocks)
+    offer("blocks", len(blocks), space.blocks[0] <= len(blocks) <= space.blocks[1])
+    kernels = {int(b["kernel"]) for b in blocks}
+    kernel = next(iter(kernels)) if len(kernels) == 1 else sorted(kernels)
+    offer("kernel", kernel, len(kernels) == 1 and kernel in space.kernel)
+    for i, block in enumerate(blocks[:space.blocks[1]]):
+        offer(f"filters_{i}", int(block["filters"]), int(block["filters"]) in space.filters)
+    dense = list(recipe.dense)
+    offer("dense", dense[0] if len(dense) == 1 else dense,
+          len(dense) == 1 and dense[0] in space.dense)
+    for name, bounds in (("dropout", space.dropout), ("learning_rate", space.learning_rate),
+                         ("weight_decay", space.weight_decay),
+                         ("label_smoothing", space.label_smoothing)):
+        value = float(getattr(recipe, name))
+        offer(name, value, bounds[0] <= value <= bounds[1])
+    offer("block_type", recipe.block_type, recipe.block_type in space.block_type)
+    return values, outside
+
+
+def declare_architecture(hp: kt.HyperParameters, space: SearchSpace,
+                         defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Declare the search space on ``hp`` and return this trial's architecture.
 
     ``filters_<i>`` is conditional on ``blocks`` > i, so searches (Bayesian optimisation in
     particular) don't waste effort on filters of blocks the model doesn't have.
+    ``defaults`` (e.g. :func:`hand_set_values`) are the hyperparameters' default values.
 
     Returns:
         ``blocks`` (list of ``{"filters", "kernel"}``), ``dense`` (list of units),
@@ -158,21 +197,29 @@ def declare_architecture(hp: kt.HyperParameters, space: SearchSpace) -> dict[str
         ``label_smoothing`` and ``block_type``: the keyword arguments of
         :func:`dogbreeds.models.builders.build_scratch_cnn` that the search controls.
     """
+    default = dict(defaults or {}).get
     low, high = space.blocks
-    n_blocks = hp.Int("blocks", low, high) if low < high else hp.Fixed("blocks", low)
-    kernel = hp.Choice("kernel", list(space.kernel))
+    n_blocks = (hp.Int("blocks", low, high, default=default("blocks")) if low < high
+                else hp.Fixed("blocks", low))
+    kernel = hp.Choice("kernel", list(space.kernel), default=default("kernel"))
     filters = []
     for i in range(high):
         with hp.conditional_scope("blocks", list(range(i + 1, high + 1))):
-            filters.append(hp.Choice(f"filters_{i}", list(space.filters)))
+            filters.append(hp.Choice(f"filters_{i}", list(space.filters),
+                                     default=default(f"filters_{i}")))
     return {
         "blocks": [{"filters": int(f), "kernel": int(kernel)} for f in filters[:n_blocks]],
-        "dense": [int(hp.Choice("dense", list(space.dense)))],
-        "dropout": float(_float_hp(hp, "dropout", space.dropout)),
-        "learning_rate": float(_float_hp(hp, "learning_rate", space.learning_rate, "log")),
-        "weight_decay": float(_float_hp(hp, "weight_decay", space.weight_decay)),
-        "label_smoothing": float(_float_hp(hp, "label_smoothing", space.label_smoothing)),
-        "block_type": str(hp.Choice("block_type", list(space.block_type))),
+        "dense": [int(hp.Choice("dense", list(space.dense), default=default("dense")))],
+        "dropout": float(_float_hp(hp, "dropout", space.dropout,
+                                   default=default("dropout"))),
+        "learning_rate": float(_float_hp(hp, "learning_rate", space.learning_rate, "log",
+                                         default=default("learning_rate"))),
+        "weight_decay": float(_float_hp(hp, "weight_decay", space.weight_decay,
+                                        default=default("weight_decay"))),
+        "label_smoothing": float(_float_hp(hp, "label_smoothing", space.label_smoothing,
+                                           default=default("label_smoothing"))),
+        "block_type": str(hp.Choice("block_type", list(space.block_type),
+                                    default=default("block_type"))),
     }
 
 
@@ -201,6 +248,7 @@ class ScratchCNNHyperModel(kt.HyperModel):
         self.recipe = recipe
         self.epochs = int(epochs)
         self.steps_per_epoch = int(steps_per_epoch)
+        self.defaults, self.outside_space = hand_set_values(recipe, space)
 
     @property
     def image_size(self) -> int:
@@ -212,7 +260,7 @@ class ScratchCNNHyperModel(kt.HyperModel):
                                     steps_per_epoch=self.steps_per_epoch)
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
-        arch = declare_architecture(hp, self.space)
+        arch = declare_architecture(hp, self.space, self.defaults)
         rate = self.recipe.learning_rate_schedule(arch.pop("learning_rate"), self.epochs,
                                                   self.steps_per_epoch)
         return builders.build_scratch_cnn(
@@ -275,6 +323,7 @@ class TuneSettings:
             "search_space": dataclasses.asdict(self.search_space), "epochs": self.epochs,
             "batch_size": batch_size, "seed": self.seed, "model": scratch.fixed,
             "classes": classes, "data": data_key,
+            "first_trial": hand_set_values(scratch, self.search_space)[0],
         })
 
 

@@ -81,6 +81,19 @@ def test_each_trial_is_one_nested_run_with_hyperparameters_and_epoch_curves(sear
     assert sorted(searched["result"].trials["mlflow_run_id"]) == run_ids
 
 
+def test_the_first_trial_is_the_hand_set_cnn_and_the_second_a_draw(searched):
+    tuner, result = searched["tuner"], searched["result"]
+    first, second = (tuner.oracle.trials[t].hyperparameters.values
+                     for t in tuner.oracle.start_order)
+    assert first == {"blocks": 1, "kernel": 3, "filters_0": 8, "dense": 16, "dropout": 0.2,
+                     "learning_rate": 0.005, "weight_decay": 0.05, "label_smoothing": 0.1,
+                     "block_type": "residual"}
+    assert second != first
+    record = tuners.hand_set_record(tuner.hypermodel, result)
+    assert record["values"] == first and record["outside_space"] == []
+    assert record["is_best"] == (result.best_trial_id == tuner.oracle.start_order[0])
+
+
 def test_best_hyperparameters_file_matches_the_tuner(searched):
     tuner, result = searched["tuner"], searched["result"]
     best_trial = tuner.oracle.get_best_trials(1)[0]
@@ -210,13 +223,15 @@ def test_run_search_needs_an_active_run(tmp_path):
         tuners.run_search(tuner, None, None, epochs=1)
 
 
-@pytest.mark.parametrize("algorithm, cls", [("random", kt.RandomSearch),
-                                            ("hyperband", kt.Hyperband),
-                                            ("bayesian", kt.BayesianOptimization)])
-def test_each_algorithm_builds_its_tuner(tmp_path, algorithm, cls):
+@pytest.mark.parametrize("algorithm, oracle", [
+    ("random", kt.oracles.RandomSearchOracle), ("hyperband", kt.oracles.HyperbandOracle),
+    ("bayesian", kt.oracles.BayesianOptimizationOracle)])
+def test_each_algorithm_builds_its_tuner(tmp_path, algorithm, oracle):
     tuner = tuners.make_tuner(algorithm, hypermodel(), max_trials=3, epochs=4, seed=0,
                               directory=tmp_path, project=algorithm)
-    assert isinstance(tuner, cls) and isinstance(tuner, tuners._MlflowTrials)
+    assert isinstance(tuner.oracle, oracle) and isinstance(tuner, tuners._MlflowTrials)
+    # Random and Bayesian searches start from the hand-set CNN (Hyperband's brackets draw).
+    assert isinstance(tuner.oracle, tuners.HandSetFirst) == (algorithm != "hyperband")
     assert tuner.oracle.max_trials == 3
     assert tuner.oracle.objective.name == "val_accuracy"
     assert tuner.oracle.objective.direction == "max"

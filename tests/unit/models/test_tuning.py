@@ -131,12 +131,38 @@ def test_the_project_hashes_the_search_configuration():
     s, scratch = tuning.TuneSettings.from_params(PARAMS), ScratchSettings.from_params(PARAMS)
     kwargs = {"batch_size": 32, "classes": ["a", "b"], "data_key": "abc"}
     name = s.project(scratch, **kwargs)
-    # The same name as hashing the params.yaml values themselves: projects made before the
-    # settings existed still resume.
+    # The same name as hashing the params.yaml values themselves (and the first trial).
     assert name == tuning.project_name(s.algorithm, {
         "search_space": PARAMS["tune"]["search_space"], "epochs": PARAMS["tune"]["epochs"],
         "batch_size": 32, "seed": s.seed, "model": scratch.fixed, "classes": ["a", "b"],
-        "data": "abc"})
+        "data": "abc", "first_trial": tuning.hand_set_values(scratch, s.search_space)[0]})
     assert s.project(scratch, **{**kwargs, "batch_size": 64}) != name
+    # Another hand-set CNN is another first trial: another search.
+    assert s.project(dataclasses.replace(scratch, dropout=0.45), **kwargs) != name
     # Not the budget: more trials continue the same search.
     assert dataclasses.replace(s, max_trials=40).project(scratch, **kwargs) == name
+
+
+def test_the_hand_set_cnn_is_a_point_of_the_default_search_space():
+    s, scratch = tuning.TuneSettings.from_params(PARAMS), ScratchSettings.from_params(PARAMS)
+    values, outside = tuning.hand_set_values(scratch, s.search_space)
+    assert outside == []
+    assert values["blocks"] == len(scratch.blocks)
+    assert [values[f"filters_{i}"] for i in range(len(scratch.blocks))] == \
+        [b["filters"] for b in scratch.blocks]
+    assert (values["dense"], values["dropout"], values["block_type"]) == \
+        (scratch.dense[0], scratch.dropout, scratch.block_type)
+    # As the hyperparameters' defaults, they rebuild the hand-set architecture.
+    hp = kt.HyperParameters()
+    arch = tuning.declare_architecture(hp, s.search_space, values)
+    assert arch["blocks"] == [{"filters": b["filters"], "kernel": b["kernel"]}
+                              for b in scratch.blocks]
+    assert arch["learning_rate"] == pytest.approx(scratch.learning_rate)
+
+
+def test_a_hand_set_setting_outside_the_space_is_named_and_left_out():
+    s, scratch = tuning.TuneSettings.from_params(PARAMS), ScratchSettings.from_params(PARAMS)
+    odd = dataclasses.replace(scratch, dropout=0.9, blocks=[{"filters": 48, "kernel": 3}] * 3)
+    values, outside = tuning.hand_set_values(odd, s.search_space)
+    assert set(outside) == {"dropout=0.9", "filters_0=48", "filters_1=48", "filters_2=48"}
+    assert "dropout" not in values and values["blocks"] == 3
