@@ -37,8 +37,10 @@ import requests
 from PIL import Image
 
 PHONE_SIZE = (4032, 3024)
-# The commands of the venv running this script (it need not be activated).
+# The commands of the venv running this script (it need not be activated): first on the
+# PATH of every command it runs, since dvc's stages call plain `python`.
 BIN = Path(sys.executable).parent
+VENV_ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> dict:
@@ -128,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
 
     log = open("shelter_loop_serve.log", "w")  # noqa: SIM115 - the server's whole life
     server = subprocess.Popen([str(BIN / "dogbreeds"), "serve", "--port", str(args.port)],
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                              env=VENV_ENV)
     try:
         result["health"] = wait_healthy(url, server)
         originals = test_photos(per_breed=6)                      # 4 breeds × 6 = 24
@@ -165,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         server.wait(timeout=60)
         log.close()
 
-    repro = subprocess.run([str(BIN / "dvc"), "repro"], capture_output=True, text=True)
+    repro = subprocess.run([str(BIN / "dvc"), "repro"], capture_output=True, text=True,
+                           env=VENV_ENV)
     out = repro.stdout + repro.stderr
     result["repro"] = {"returncode": repro.returncode,
                        "ran": re.findall(r"Running stage '([^']+)'", out),
@@ -180,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         "records")
     print(f"metadata rows with source=feedback: {len(fb)}")
 
-    models = subprocess.run([str(BIN / "dogbreeds"), "models"], capture_output=True, text=True)
+    models = subprocess.run([str(BIN / "dogbreeds"), "models"], capture_output=True, text=True,
+                            env=VENV_ENV)
     result["models"] = models.stdout
     print(models.stdout)
 
@@ -188,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     answered = result["health"]["model"]
     monitor = subprocess.run([str(BIN / "dogbreeds"), "monitor", "--since", "1d", "--model",
                               f"models:/{answered['name']}/{answered['version']}"],
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, env=VENV_ENV)
     result["monitor"] = {"returncode": monitor.returncode, "stdout": monitor.stdout,
                          "stderr": monitor.stderr[-2000:]}
     print(monitor.stdout, monitor.stderr[-2000:], f"(exit {monitor.returncode})")
