@@ -69,7 +69,7 @@ def coverage_at(test_scores: np.ndarray, threshold: float) -> float:
     """Share of test photos whose true breed is in its LAC set at ``threshold``."""
     from dogbreeds.models import conformal
 
-    return float((test_scores - threshold <= conformal.EPSILON * max(threshold, 1e-300)).mean())
+    return float(conformal.within(test_scores, threshold).mean())
 
 
 def resplit_coverages(val: np.ndarray, test: np.ndarray, target: float, resplits: int,

@@ -79,7 +79,7 @@ def main() -> None:
                                    callbacks=bn_callbacks)
         best = tuners.best_hyperparameters_record(
             result, algorithm=settings.algorithm, project=project, fixed=scratch.fixed)
-        best["hand_set"] = tuners.hand_set_record(hypermodel, result)
+        best["hand_set"] = tuners.hand_set_record(tuner, result)
         out_dir = root / settings.output
         write_json(out_dir / "best_hyperparameters.json", best)
         tuners.log_search(result, best)

@@ -37,10 +37,9 @@ import requests
 from PIL import Image
 
 PHONE_SIZE = (4032, 3024)
-# The commands of the venv running this script (it need not be activated): first on the
-# PATH of every command it runs, since dvc's stages call plain `python`.
+# The commands of the venv running this script (it need not be activated); main() puts
+# them first on PATH, since dvc's stages call plain `python`.
 BIN = Path(sys.executable).parent
-VENV_ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> dict:
@@ -125,13 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("reports/shelter_loop.json"))
     parser.add_argument("--png", type=Path, default=Path("docs/monitor.png"))
     args = parser.parse_args(argv)
+    os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
     url = f"http://127.0.0.1:{args.port}"
     result: dict = {}
 
     log = open("shelter_loop_serve.log", "w")  # noqa: SIM115 - the server's whole life
     server = subprocess.Popen([str(BIN / "dogbreeds"), "serve", "--port", str(args.port)],
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                              env=VENV_ENV)
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         result["health"] = wait_healthy(url, server)
         originals = test_photos(per_breed=6)                      # 4 breeds × 6 = 24
@@ -168,8 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         server.wait(timeout=60)
         log.close()
 
-    repro = subprocess.run([str(BIN / "dvc"), "repro"], capture_output=True, text=True,
-                           env=VENV_ENV)
+    repro = subprocess.run([str(BIN / "dvc"), "repro"], capture_output=True, text=True)
     out = repro.stdout + repro.stderr
     result["repro"] = {"returncode": repro.returncode,
                        "ran": re.findall(r"Running stage '([^']+)'", out),
@@ -184,8 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         "records")
     print(f"metadata rows with source=feedback: {len(fb)}")
 
-    models = subprocess.run([str(BIN / "dogbreeds"), "models"], capture_output=True, text=True,
-                            env=VENV_ENV)
+    models = subprocess.run([str(BIN / "dogbreeds"), "models"], capture_output=True, text=True)
     result["models"] = models.stdout
     print(models.stdout)
 
@@ -193,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     answered = result["health"]["model"]
     monitor = subprocess.run([str(BIN / "dogbreeds"), "monitor", "--since", "1d", "--model",
                               f"models:/{answered['name']}/{answered['version']}"],
-                             capture_output=True, text=True, env=VENV_ENV)
+                             capture_output=True, text=True)
     result["monitor"] = {"returncode": monitor.returncode, "stdout": monitor.stdout,
                          "stderr": monitor.stderr[-2000:]}
     print(monitor.stdout, monitor.stderr[-2000:], f"(exit {monitor.returncode})")

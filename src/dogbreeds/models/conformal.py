@@ -91,10 +91,15 @@ def fit_threshold(probs: np.ndarray, labels: np.ndarray, coverage: float) -> flo
     return conformal_quantile(lac_scores(probs, labels), coverage)
 
 
+def within(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """``scores <= threshold``, with the tolerance (relative: a confident model's ``q`` can be
+    far below any absolute epsilon)."""
+    return np.asarray(scores) - threshold <= EPSILON * max(threshold, 1e-300)
+
+
 def prediction_sets(probs: np.ndarray, threshold: float) -> np.ndarray:
     """Boolean ``[N, K]``: breed ``j`` is in photo ``i``'s set when ``1 - p_ij <= q``."""
-    # Relative tolerance: a confident model's q can be far below any absolute epsilon.
-    return other_mass(probs) - threshold <= EPSILON * max(threshold, 1e-300)
+    return within(other_mass(probs), threshold)
 
 
 def candidate_sets(probs: np.ndarray, threshold: float, coverage: float) -> np.ndarray:

@@ -138,7 +138,6 @@ class RandomSearch(_MlflowTrials, kt.Tuner):
 
     def __init__(self, hypermodel: kt.HyperModel, *, objective: Any, max_trials: int,
                  seed: int, **kwargs: Any) -> None:
-        self.seed = seed
         oracle = _RandomSearchOracle(objective=objective, max_trials=max_trials, seed=seed)
         super().__init__(oracle, hypermodel, **kwargs)
 
@@ -309,12 +308,13 @@ def best_hyperparameters_record(result: SearchResult, *, algorithm: str, project
     }
 
 
-def hand_set_record(hypermodel: Any, result: SearchResult) -> dict[str, Any]:
+def hand_set_record(tuner: kt.Tuner, result: SearchResult) -> dict[str, Any]:
     """The hand-set CNN's place in the search: its values (the first trial), the settings the
-    space could not express, and whether it is the best trial."""
-    chosen = model_hyperparameters(result.hyperparameters)
-    return {"values": hypermodel.defaults, "outside_space": hypermodel.outside_space,
-            "is_best": all(chosen.get(k) == v for k, v in hypermodel.defaults.items())}
+    space could not express, and whether the first trial is the best."""
+    first = tuner.oracle.start_order[0] if tuner.oracle.start_order else None
+    return {"values": tuner.hypermodel.defaults,
+            "outside_space": tuner.hypermodel.outside_space,
+            "is_best": result.best_trial_id == first}
 
 
 def log_search(result: SearchResult, record: Mapping[str, Any]) -> None:

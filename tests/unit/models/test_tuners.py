@@ -89,7 +89,7 @@ def test_the_first_trial_is_the_hand_set_cnn_and_the_second_a_draw(searched):
                      "learning_rate": 0.005, "weight_decay": 0.05, "label_smoothing": 0.1,
                      "block_type": "residual"}
     assert second != first
-    record = tuners.hand_set_record(tuner.hypermodel, result)
+    record = tuners.hand_set_record(tuner, result)
     assert record["values"] == first and record["outside_space"] == []
     assert record["is_best"] == (result.best_trial_id == tuner.oracle.start_order[0])
 
