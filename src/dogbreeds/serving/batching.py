@@ -11,6 +11,11 @@ are on their way: a request announces itself (:meth:`Batcher.ticket`) before dec
 worker waits only while some announced request is still decoding. A lone request therefore
 never waits; under load the batch fills while the previous one runs.
 
+What a request gets back is its output row, or — when the batcher has a ``finish`` — what
+``finish`` makes of the whole batch's rows at once (the web demo builds its answers there: one
+vectorised answer frame per batch instead of one per request on the event loop, which was
+~1.2 ms of every request under 32 clients, py-spy).
+
 A photo that cannot be decoded never reaches the queue (its request gets its 4xx), so a bad
 upload cannot fail the others; if a model call itself fails, every request in that batch gets
 the error and the worker goes on with the next batch.
@@ -21,7 +26,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -66,11 +71,16 @@ class BatchSettings:
         return self
 
 
+# (scorer, the batch's output rows, each request's ``extra``) → one result per request.
+Finish = Callable[[Any, np.ndarray, list[Any]], Sequence[Any]]
+
+
 @dataclass
 class _Item:
     scorer: Scorer
     pixels: np.ndarray
     future: Future
+    extra: Any = None
 
 
 class Ticket:
@@ -80,10 +90,11 @@ class Ticket:
         self._batcher = batcher
         self._open = True
 
-    def submit(self, scorer: Scorer, pixels: np.ndarray) -> Future:
-        """Queue one photo's model input; the future resolves to its softmax row."""
+    def submit(self, scorer: Scorer, pixels: np.ndarray, extra: Any = None) -> Future:
+        """Queue one photo's model input; the future resolves to its output row, or to its
+        result of the batcher's ``finish`` (which gets ``extra``, e.g. the request's top-k)."""
         future: Future = Future()
-        self._batcher._enqueue(self, _Item(scorer, pixels, future))
+        self._batcher._enqueue(self, _Item(scorer, pixels, future, extra))
         return future
 
     def close(self) -> None:
@@ -100,8 +111,9 @@ class Ticket:
 class Batcher:
     """Groups queued photos into model calls in one worker thread (see module docstring)."""
 
-    def __init__(self, settings: BatchSettings) -> None:
+    def __init__(self, settings: BatchSettings, finish: Finish | None = None) -> None:
         self.settings = settings
+        self._finish = finish
         self._queue: deque[_Item] = deque()
         self._decoding = 0
         self._cond = threading.Condition()
@@ -177,8 +189,11 @@ class Batcher:
             self._run(batch)
 
     def _run(self, batch: Sequence[_Item]) -> None:
+        scorer = batch[0].scorer
         try:
-            rows = model_rows(batch[0].scorer, np.stack([item.pixels for item in batch]))
+            rows = model_rows(scorer, np.stack([item.pixels for item in batch]))
+            results = rows if self._finish is None else \
+                self._finish(scorer, rows, [item.extra for item in batch])
         except Exception as exc:  # the model failed: every request of this batch hears it
             for item in batch:
                 item.future.set_exception(exc)
@@ -186,5 +201,5 @@ class Batcher:
         self.calls += 1
         self.photos += len(batch)
         self.largest_batch = max(self.largest_batch, len(batch))
-        for item, row in zip(batch, rows, strict=True):
-            item.future.set_result(row)
+        for item, result in zip(batch, results, strict=True):
+            item.future.set_result(result)

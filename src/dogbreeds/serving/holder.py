@@ -139,10 +139,7 @@ class ModelHolder:
         Only one request checks at a time; the others go on with the current model. A
         registry that cannot be reached is logged and the current model keeps serving.
         """
-        if not (self.ref and self.ref.alias) or self.refresh_seconds is None \
-                or self.refresh_seconds < 0:
-            return
-        if time.monotonic() - self._last_check < self.refresh_seconds:
+        if self.check_is_quick():
             return
         if not self._check_lock.acquire(blocking=False):
             return
@@ -157,6 +154,13 @@ class ModelHolder:
                         self._state[1], exc_info=True)
         finally:
             self._check_lock.release()
+
+    def check_is_quick(self) -> bool:
+        """Whether :meth:`scorer` returns at once (no registry lookup due), so an async caller
+        may skip the hop to a worker thread."""
+        return not (self.ref and self.ref.alias) or self.refresh_seconds is None \
+            or self.refresh_seconds < 0 \
+            or time.monotonic() - self._last_check < self.refresh_seconds
 
     def scorer(self) -> tuple[Any, dict[str, Any]]:
         """The served model's scorer (``preprocess``, ``probabilities``, ``classes``) and its

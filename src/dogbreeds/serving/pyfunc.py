@@ -142,8 +142,8 @@ class BreedClassifier(mlflow.pyfunc.PythonModel):
         for start in range(0, len(batch), MAX_CALL_BATCH):
             out = self.forward(batch[start:start + MAX_CALL_BATCH])
             chunks.append(np.concatenate(out, axis=1) if isinstance(out, tuple) else out)
-        width = len(self.classes) + (0 if self.trust is None else self.trust.novelty.means.shape[1])
-        return np.concatenate(chunks) if chunks else np.zeros((0, width), np.float32)
+        return np.concatenate(chunks) if chunks else \
+            np.zeros((0, output_width(self.classes, self.trust)), np.float32)
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """Model inputs → softmax rows (uncalibrated), through the compiled call."""
@@ -151,12 +151,7 @@ class BreedClassifier(mlflow.pyfunc.PythonModel):
 
     def answer_rows(self, rows: np.ndarray, top_k: int) -> pd.DataFrame:
         """:meth:`outputs` rows → the answer frame (module docstring)."""
-        from dogbreeds.models import trust
-
-        k = len(self.classes)
-        if self.trust is None:
-            return untrusted_answer(rank(rows[:, :k], self.classes, top_k))
-        return trust.answer(self.trust, rows[:, :k], rows[:, k:], top_k)
+        return answer_frame(self.classes, self.trust, rows, top_k)
 
     def preprocess(self, items: list[bytes | np.ndarray]) -> np.ndarray:
         """Decode + resize every image (:func:`dogbreeds.data.preprocess.prepare_batch`, which
@@ -190,6 +185,25 @@ def rank(probabilities: np.ndarray, classes: Sequence[str], top_k: int) -> pd.Da
         "probability": [r[0]["probability"] for r in ranked],
         "top_k": ranked,
     })
+
+
+def output_width(classes: Sequence[str], bundle: Any) -> int:
+    """Columns of an output row: the softmax, then the novelty features when there is a
+    trust bundle."""
+    return len(classes) + (0 if bundle is None else bundle.novelty.means.shape[1])
+
+
+def answer_frame(classes: Sequence[str], bundle: Any, rows: np.ndarray, top_k: int
+                 ) -> pd.DataFrame:
+    """Output rows (:func:`output_width` columns) → the answer frame: with a trust bundle
+    its calibrated answer (ok / unsure / unknown), else the ranking, every photo ``ok``. The
+    one place both the pyfunc and the exported runtime make their answers."""
+    from dogbreeds.models import trust
+
+    k = len(classes)
+    if bundle is None:
+        return untrusted_answer(rank(rows[:, :k], classes, top_k))
+    return trust.answer(bundle, rows[:, :k], rows[:, k:], top_k)
 
 
 def answer_rows(scorer: Any, rows: np.ndarray, top_k: int) -> pd.DataFrame:

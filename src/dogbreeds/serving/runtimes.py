@@ -13,6 +13,12 @@ TF 2.21 / numpy 2.4 without touching them (ONNX export needs tf2onnx and onnx on
 Storage: :func:`export_registered` writes ``model.tflite`` and ``classes.json`` as artifacts of
 the run behind the registered version (``runtime/litert/v<version>/``) and tags the version
 ``dogbreeds.runtime.litert`` with their URI; :func:`load_runtime` follows that tag.
+
+**Trust travels with it.** A version logged with a trust bundle (temperature, prediction sets,
+novelty: :mod:`dogbreeds.models.trust`) is exported as its one-pass probabilities+features
+model, its two outputs joined into one row (so their order cannot be lost in the converter),
+and the bundle is stored beside it (``trust/``). The runtime then gives the pyfunc's whole
+answer, ``unsure`` and ``unknown`` included, not only a ranking.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ RUNTIMES = ("pyfunc", LITERT)  # pyfunc: the registered MLflow model itself
 TAG = "dogbreeds.runtime.litert"
 MODEL_FILE = "model.tflite"
 CLASSES_FILE = "classes.json"
+TRUST_DIR = "trust"
 MAX_CALL_BATCH = 32
 
 
@@ -75,7 +82,9 @@ def export_registered(model_uri: str) -> str:
     artifact_path = f"runtime/{LITERT}/v{version}"
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        classifier.model.export(str(out / MODEL_FILE), format="litert", verbose=False)
+        exported_model(classifier).export(str(out / MODEL_FILE), format="litert", verbose=False)
+        if classifier.trust is not None:
+            classifier.trust.save(out / TRUST_DIR)
         (out / CLASSES_FILE).write_text(json.dumps({"classes": classifier.classes,
                                                     "image_size": classifier.image_size}),
                                         encoding="utf-8")
@@ -83,6 +92,20 @@ def export_registered(model_uri: str) -> str:
     uri = f"runs:/{run_id}/{artifact_path}"
     client.set_model_version_tag(name, version, TAG, uri)
     return uri
+
+
+def exported_model(classifier: Any):
+    """The Keras model to convert: the classifier's, or with a trust bundle its one-pass
+    probabilities+features model with the two outputs concatenated (one output row per photo,
+    softmax first: the layout of the pyfunc's ``outputs``)."""
+    import keras
+
+    if classifier.trust is None:
+        return classifier.model
+    probabilities, features = classifier.scorer.outputs
+    joined = keras.layers.Concatenate(axis=-1, name="probabilities_and_features")(
+        [probabilities, features])
+    return keras.Model(classifier.scorer.inputs, joined, name="exported_with_features")
 
 
 def load_runtime(model_uri: str) -> LiteRTClassifier:
@@ -100,21 +123,27 @@ def load_runtime(model_uri: str) -> LiteRTClassifier:
         raise RuntimeMissing(f"models:/{name}/{version} has no {LITERT} export: run "
                              f"`dogbreeds export --model models:/{name}/{version}` first")
     local = Path(mlflow.artifacts.download_artifacts(uri))
-    return LiteRTClassifier(local / MODEL_FILE, local / CLASSES_FILE)
+    return LiteRTClassifier(local / MODEL_FILE, local / CLASSES_FILE,
+                            trust_dir=local / TRUST_DIR if (local / TRUST_DIR).is_dir() else None)
 
 
 class LiteRTClassifier:
-    """The exported model with the pyfunc's interface: ``predict`` (a frame in, the ranked
-    frame out), and for the batching server ``preprocess``, ``probabilities``, ``classes``."""
+    """The exported model with the pyfunc's interface: ``predict`` (a frame in, the answer
+    frame out), and for the batching server ``preprocess``, ``outputs``, ``probabilities``,
+    ``answer_rows``, ``classes``."""
 
     kind = LITERT
 
-    def __init__(self, model_file: Path, classes_file: Path, threads: int = 2) -> None:
+    def __init__(self, model_file: Path, classes_file: Path, threads: int = 2,
+                 trust_dir: Path | None = None) -> None:
         from ai_edge_litert.interpreter import Interpreter
+
+        from dogbreeds.models import trust
 
         info = json.loads(Path(classes_file).read_text(encoding="utf-8"))
         self.classes: list[str] = list(info["classes"])
         self.image_size: int = int(info["image_size"])
+        self.trust = None if trust_dir is None else trust.load_trust(trust_dir)
         self._interpreter = Interpreter(model_path=str(model_file), num_threads=threads)
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._output = self._interpreter.get_output_details()[0]["index"]
@@ -126,10 +155,24 @@ class LiteRTClassifier:
 
         return prepare_batch(items, self.image_size)
 
-    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+    def outputs(self, batch: np.ndarray) -> np.ndarray:
+        """Model inputs → one row per photo: the softmax, then (with trust) the novelty
+        features, as the pyfunc's ``outputs``."""
+        from dogbreeds.serving.pyfunc import output_width
+
         rows = [self._call(np.ascontiguousarray(batch[i:i + MAX_CALL_BATCH], np.float32))
                 for i in range(0, len(batch), MAX_CALL_BATCH)]
-        return np.concatenate(rows) if rows else np.zeros((0, len(self.classes)), np.float32)
+        return np.concatenate(rows) if rows else \
+            np.zeros((0, output_width(self.classes, self.trust)), np.float32)
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        return self.outputs(batch)[:, :len(self.classes)]
+
+    def answer_rows(self, rows: np.ndarray, top_k: int):
+        """:meth:`outputs` rows → the answer frame (the pyfunc's, trust included)."""
+        from dogbreeds.serving.pyfunc import answer_frame
+
+        return answer_frame(self.classes, self.trust, rows, top_k)
 
     def _call(self, batch: np.ndarray) -> np.ndarray:
         with self._lock:
@@ -143,7 +186,7 @@ class LiteRTClassifier:
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None):
         """Like ``PyFuncModel.predict`` on the registered model (same inputs, same frame)."""
-        from dogbreeds.serving.pyfunc import _top_k, image_items, rank
+        from dogbreeds.serving.pyfunc import _top_k, image_items
 
         batch = self.preprocess(image_items(model_input))
-        return rank(self.probabilities(batch), self.classes, _top_k(params))
+        return self.answer_rows(self.outputs(batch), _top_k(params))

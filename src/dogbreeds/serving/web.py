@@ -49,6 +49,7 @@ from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
@@ -123,7 +124,7 @@ def create_app(model_uri: str | None = None, *, holder: ModelHolder | None = Non
     app = FastAPI(title="dogbreeds", summary="Which dog breed is in this photo?",
                   lifespan=lifespan)
     app.state.holder = holder
-    app.state.batcher = batcher = Batcher(batching)
+    app.state.batcher = batcher = Batcher(batching, finish=batch_answers)
     page = index_html(max_upload_bytes)
 
     @app.exception_handler(ApiError)
@@ -157,18 +158,17 @@ def create_app(model_uri: str | None = None, *, holder: ModelHolder | None = Non
             raise ApiError(400, f"top_k must be between 1 and {MAX_TOP_K}")
         data = await read_upload(request, max_upload_bytes)
         fmt, width, height = check_image_header(data, max_pixels)
-        scorer, info = await run_in_threadpool(holder.scorer)
+        scorer, info = holder.scorer() if holder.check_is_quick() else \
+            await run_in_threadpool(holder.scorer)
         with batcher.ticket() as ticket:
             try:  # hashed for the log in the same trip to the thread pool
                 (pixels,), sha = await run_in_threadpool(decode_and_hash, scorer, data,
                                                          prediction_log is not None)
             except ValueError as exc:
                 raise ApiError(400, f"could not decode the image: {decode_error(exc)}") from exc
-            answer = ticket.submit(scorer, pixels)
-        row = await asyncio.wrap_future(answer)
-        (said,) = answer_rows(scorer, row[None, :], top_k).to_dict("records")
-        plain = plain_answer(said)
-        body = {"predictions": labelled(said["top_k"]), "answer": labelled_answer(plain),
+            answer = ticket.submit(scorer, pixels, top_k)
+        predictions, plain, page_answer = await asyncio.wrap_future(answer)
+        body = {"predictions": predictions, "answer": page_answer,
                 "model": info, "image": {"format": fmt, "width": width, "height": height}}
         if prediction_log is not None:
             latency_ms = 1000 * (time.perf_counter() - started)
@@ -210,6 +210,19 @@ def create_app(model_uri: str | None = None, *, holder: ModelHolder | None = Non
                 "previous_label": earlier, "corrected_at": record["corrected_at"]}
 
     return app
+
+
+def batch_answers(scorer: Any, rows: np.ndarray, top_ks: list[int]
+                  ) -> list[tuple[list[dict], dict, dict]]:
+    """The batcher's ``finish``: one answer frame for the whole batch (at the largest top-k
+    asked), then per request its labelled top-k, its plain answer (for the log) and the
+    answer the page shows."""
+    frame = answer_rows(scorer, rows, max(top_ks))
+    out = []
+    for said, top_k in zip(frame.to_dict("records"), top_ks, strict=True):
+        plain = plain_answer(said)
+        out.append((labelled(said["top_k"][:top_k]), plain, labelled_answer(plain)))
+    return out
 
 
 def decode_and_hash(scorer: Any, data: bytes, hashed: bool) -> tuple[Any, str | None]:

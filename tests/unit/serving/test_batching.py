@@ -96,6 +96,28 @@ def test_a_failing_model_call_fails_its_batch_and_the_next_one_runs():
         batcher.close()
 
 
+def test_finish_makes_each_batch_into_per_request_results_once():
+    """A batcher with ``finish`` calls it once per model call, with every request's extra in
+    queue order, and each request gets its own result back."""
+    calls: list[list[int]] = []
+
+    def finish(scorer, rows, extras):
+        calls.append(list(extras))
+        return [(extra, int(np.argmax(row))) for row, extra in zip(rows, extras, strict=True)]
+
+    batcher = Batcher(BatchSettings(max_batch_size=8, max_wait_ms=500), finish=finish)
+    scorer = SlowScorer(seconds=0.05)
+    try:
+        tickets = [batcher.ticket() for _ in range(12)]
+        futures = [t.submit(scorer, pixels(1.0), extra=i) for i, t in enumerate(tickets)]
+        results = [f.result(timeout=10) for f in futures]
+    finally:
+        batcher.close()
+    assert results == [(i, 0) for i in range(12)]
+    assert len(calls) == len(scorer.batches) < 12  # once per model call, not per photo
+    assert [extra for call in calls for extra in call] == list(range(12))
+
+
 def test_settings_are_checked():
     with pytest.raises(SettingsError, match="serve.max_batch_size"):
         BatchSettings.from_params({"serve": {"max_batch_size": 0, "max_wait_ms": 5}})
@@ -158,3 +180,31 @@ def test_concurrent_requests_are_batched_and_a_bad_one_fails_alone(batched_serve
     assert photos == 45
     assert calls < photos  # batched: fewer model calls than photos
     assert after["largest_batch"] > 1
+
+
+def test_requests_batched_together_keep_their_own_top_k_and_answer(batched_server,
+                                                                    tiny_registry):
+    """The answers of one batch are built together (at the largest top-k asked); each request
+    still gets its own top-k, the same ranking and answer as when it comes alone."""
+    photo = tiny_registry.photos["papillon"][0].read_bytes()
+
+    def ask(top_k: int) -> dict:
+        response = requests.post(f"{batched_server}/api/predict", params={"top_k": top_k},
+                                 files={"file": ("dog.jpg", photo)}, timeout=60)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    alone = ask(3)
+    before = batching_stats(batched_server)
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        together = list(pool.map(ask, [1 + i % 3 for i in range(24)]))
+    after = batching_stats(batched_server)
+    assert after["model_calls"] - before["model_calls"] < 24  # they did share calls
+    for i, body in enumerate(together):
+        top_k = 1 + i % 3
+        assert [p["breed"] for p in body["predictions"]] == \
+            [p["breed"] for p in alone["predictions"]][:top_k]
+        np.testing.assert_allclose([p["probability"] for p in body["predictions"]],
+                                   [p["probability"] for p in alone["predictions"]][:top_k],
+                                   atol=1e-5)
+        assert body["answer"] == alone["answer"]

@@ -85,3 +85,45 @@ def test_a_version_without_export_says_how_to_make_one(tmp_path, monkeypatch):
     assert status == 2 and "dogbreeds export" in err
     assert cli.main(["export"]) == 0  # the champion, by its params.yaml-less fallback name
     assert predict(photo, "litert")[0] == 0
+
+
+def test_the_export_carries_the_trust_bundle_and_answers_as_the_pyfunc(tmp_path, monkeypatch):
+    """A version with a trust bundle exports its probabilities+features model and the bundle:
+    the runtime says ``ok`` for the breeds and ``unknown`` for a blank image as the pyfunc does
+    (same statuses, candidates and novelty), alone and through the web demo."""
+    import mlflow
+    import pandas as pd
+
+    from support import tiny_models as tm
+    from support.trusted_model import log_trusted_models
+
+    models = log_trusted_models(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", models.tracking_uri)
+    monkeypatch.chdir(tmp_path)
+    version = mlflow.register_model(models.fitted, "dogbreeds").version
+    uri = f"models:/dogbreeds/{version}"
+    runtimes.export_registered(uri)
+    runtime = runtimes.load_runtime(uri)
+    assert runtime.trust is not None
+    images = [tm.breed_jpeg(b) for b in tm.CLASSES] + [np.zeros((40, 40, 3), np.uint8)]
+    frame = pd.DataFrame({"image": images})
+    expected = load_classifier(uri).predict(frame, params={"top_k": 2})
+    got = runtime.predict(frame, params={"top_k": 2})
+    assert list(got.columns) == list(expected.columns)
+    assert got["status"].tolist() == expected["status"].tolist()
+    assert got["status"].iloc[-1] == "unknown" and "ok" in got["status"].tolist()
+    assert got["candidates"].tolist() == expected["candidates"].tolist()
+    np.testing.assert_allclose(got["novelty"].astype(float), expected["novelty"].astype(float),
+                               rtol=1e-3, atol=1e-4)  # decided at 1.0
+    np.testing.assert_allclose(got["probability"], expected["probability"], atol=1e-4)
+
+    blank = io.BytesIO()
+    from PIL import Image
+
+    Image.new("RGB", (40, 40)).save(blank, "PNG")
+    holder = ModelHolder(uri, refresh_seconds=None, runtime="litert")
+    with running_app(create_app(holder=holder)) as url:
+        response = requests.post(f"{url}/api/predict",
+                                 files={"file": ("blank.png", blank.getvalue())}, timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.json()["answer"]["status"] == "unknown"
