@@ -188,7 +188,9 @@ def main(argv: list[str] | None = None) -> dict:
           f"{model.count_params():,} params; {profile}", flush=True)
     fit.seed_everything(seed)
     model = settings.build_model(len(data.classes), steps)  # fresh: same seed, same weights
-    extra = []
+    # The stage's own callbacks (precise BatchNorm statistics unless -S precise_bn_batches=0).
+    extra = settings.batchnorm_callbacks(datasets.clean_training_dataset(
+        df, data.classes, settings.image_size, settings.batch_size, seed=seed, root=project))
     if args.diagnose:
         originals = datasets.split_rows(df, "train")
         plain = datasets.make_dataset(originals, data.classes, settings.image_size,
@@ -204,7 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
                 work_dir=Path(tmp) / "work", smoothing=settings.early_stopping_smoothing,
                 early_stopping_patience=settings.early_stopping_patience,
                 extra_callbacks=extra)
-    diag_seconds = sum(row["seconds"] for row in extra[0].rows) if extra else 0.0
+    diag_seconds = sum(row["seconds"] for row in extra[-1].rows) if args.diagnose else 0.0
     train_seconds = result.seconds - diag_seconds
     history = result.history
     best = fit.best_row(history)
@@ -230,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
         **profile,
         **test_scores(model, test_ds),
         "history": history.round(4).to_dict(orient="list"),
-        "diagnose": extra[0].rows if extra else None,
+        "diagnose": extra[-1].rows if args.diagnose else None,
         "load_after": load(),
     }
     print({k: v for k, v in out.items() if k not in ("history", "settings", "diagnose")})
