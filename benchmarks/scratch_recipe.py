@@ -191,13 +191,15 @@ def main(argv: list[str] | None = None) -> dict:
     # The stage's own callbacks (precise BatchNorm statistics unless -S precise_bn_batches=0).
     extra = settings.batchnorm_callbacks(datasets.clean_training_dataset(
         df, data.classes, settings.image_size, settings.batch_size, seed=seed, root=project))
+    diagnosis = None
     if args.diagnose:
         originals = datasets.split_rows(df, "train")
         plain = datasets.make_dataset(originals, data.classes, settings.image_size,
                                       settings.batch_size, shuffle=True, seed=seed,
                                       root=project)
         bn_images = [x for x, _ in plain.take(args.bn_batches)]
-        extra.append(PreciseBatchNorm(model, bn_images, plain.take(10), data.val))
+        diagnosis = PreciseBatchNorm(model, bn_images, plain.take(10), data.val)
+        extra.append(diagnosis)
     with tempfile.TemporaryDirectory() as tmp:
         mlflow.set_tracking_uri(f"sqlite:///{Path(tmp) / 'mlflow.db'}")
         with mlflow.start_run():
@@ -206,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
                 work_dir=Path(tmp) / "work", smoothing=settings.early_stopping_smoothing,
                 early_stopping_patience=settings.early_stopping_patience,
                 extra_callbacks=extra)
-    diag_seconds = sum(row["seconds"] for row in extra[-1].rows) if args.diagnose else 0.0
+    diag_seconds = sum(row["seconds"] for row in diagnosis.rows) if diagnosis else 0.0
     train_seconds = result.seconds - diag_seconds
     history = result.history
     best = fit.best_row(history)
@@ -232,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
         **profile,
         **test_scores(model, test_ds),
         "history": history.round(4).to_dict(orient="list"),
-        "diagnose": extra[-1].rows if args.diagnose else None,
+        "diagnose": diagnosis.rows if diagnosis else None,
         "load_after": load(),
     }
     print({k: v for k, v in out.items() if k not in ("history", "settings", "diagnose")})

@@ -375,11 +375,6 @@ def over_http(store: Path, uri: str, photo: bytes, big: bytes, settings: dict, a
     return out
 
 
-def _strip(run: dict) -> dict:
-    run.pop("_results", None)
-    return run
-
-
 def targets(r: dict) -> dict:
     floor_decode = r["floor_1"]["p50_ms"] + r["decode"]["p50_ms"]
     demo32 = r["demo_throughput"]["32"]["photos_per_second"]

@@ -206,15 +206,6 @@ def answer_frame(classes: Sequence[str], bundle: Any, rows: np.ndarray, top_k: i
     return trust.answer(bundle, rows[:, :k], rows[:, k:], top_k)
 
 
-def answer_rows(scorer: Any, rows: np.ndarray, top_k: int) -> pd.DataFrame:
-    """The answer frame of batched output rows, for a :class:`BreedClassifier` (its
-    :meth:`~BreedClassifier.answer_rows`) or a scorer without a trust bundle (e.g. an exported
-    runtime: its softmax rows, ranked, every photo ``ok``)."""
-    if hasattr(scorer, "answer_rows"):
-        return scorer.answer_rows(rows, top_k)
-    return untrusted_answer(rank(rows, scorer.classes, top_k))
-
-
 def untrusted_answer(ranked: pd.DataFrame) -> pd.DataFrame:
     """The answer schema for a model logged without a trust bundle: the top breed, ``ok``."""
     from dogbreeds.models import trust

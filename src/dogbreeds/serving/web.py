@@ -61,7 +61,6 @@ from dogbreeds.serving.batching import Batcher, BatchSettings
 from dogbreeds.serving.holder import DEFAULT_TOP_K, REFRESH_SECONDS, ModelHolder, labelled
 from dogbreeds.serving.predict import ModelLoadError, decode_error, plain_answer
 from dogbreeds.serving.predlog import PredictionLog, PredictionLogError
-from dogbreeds.serving.pyfunc import answer_rows
 from dogbreeds.serving.records import RecordSettings, judged_answer, log_answer, open_records
 from dogbreeds.serving.uploads import (
     MAX_PIXELS,
@@ -127,6 +126,13 @@ def create_app(model_uri: str | None = None, *, holder: ModelHolder | None = Non
     app.state.batcher = batcher = Batcher(batching, finish=batch_answers)
     page = index_html(max_upload_bytes)
 
+    async def current_scorer() -> tuple[Any, dict[str, Any]]:
+        """The holder's scorer; through the thread pool only when an alias check is due
+        (a registry lookup), else at once."""
+        if holder.check_is_quick():
+            return holder.scorer()
+        return await run_in_threadpool(holder.scorer)
+
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse({"error": exc.message}, status_code=exc.status)
@@ -158,8 +164,7 @@ def create_app(model_uri: str | None = None, *, holder: ModelHolder | None = Non
             raise ApiError(400, f"top_k must be between 1 and {MAX_TOP_K}")
         data = await read_upload(request, max_upload_bytes)
         fmt, width, height = check_image_header(data, max_pixels)
-        scorer, info = holder.scorer() if holder.check_is_quick() else \
-            await run_in_threadpool(holder.scorer)
+        scorer, info = await current_scorer()
         with batcher.ticket() as ticket:
             try:  # hashed for the log in the same trip to the thread pool
                 (pixels,), sha = await run_in_threadpool(decode_and_hash, scorer, data,
@@ -179,7 +184,7 @@ def create_app(model_uri: str | None = None, *, holder: ModelHolder | None = Non
     async def feedback_options() -> dict[str, Any]:
         if feedback_store is None:
             return {"enabled": False, "labels": [], "message": FEEDBACK_OFF}
-        scorer, _ = await run_in_threadpool(holder.scorer)
+        scorer, _ = await current_scorer()
         return {"enabled": True, "labels": [{"label": label, "name": display_name(label)}
                                             for label in feedback.known_labels(scorer.classes)]}
 
@@ -191,7 +196,7 @@ def create_app(model_uri: str | None = None, *, holder: ModelHolder | None = Non
         fmt, _, _ = check_image_header(data, max_pixels)
         answer = await run_in_threadpool(judged_answer, prediction_log, data,
                                          fields.get("answer_id", ""))
-        scorer, _ = await run_in_threadpool(holder.scorer)
+        scorer, _ = await current_scorer()
         try:
             label = feedback.resolve_label(fields.get("verdict", ""), fields.get("label"),
                                            answer, scorer.classes)
@@ -217,7 +222,7 @@ def batch_answers(scorer: Any, rows: np.ndarray, top_ks: list[int]
     """The batcher's ``finish``: one answer frame for the whole batch (at the largest top-k
     asked), then per request its labelled top-k, its plain answer (for the log) and the
     answer the page shows."""
-    frame = answer_rows(scorer, rows, max(top_ks))
+    frame = scorer.answer_rows(rows, max(top_ks))
     out = []
     for said, top_k in zip(frame.to_dict("records"), top_ks, strict=True):
         plain = plain_answer(said)
